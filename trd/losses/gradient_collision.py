@@ -1,0 +1,355 @@
+"""Gradient-collision (GC) and normalised gradient-collision (NGC) losses.
+
+The disposal stage of Disposable Transfer Learning (Koh et al., ICCV 2023) makes the source
+task unlearnable by driving the gradients of different source mini-batch chunks apart.  With
+``g_m`` the gradient of chunk ``m``'s mean cross-entropy w.r.t. the trainable parameters and
+``c`` chunks in total (``chunks`` per process times the world size)::
+
+    L_gc  = 1/C(c,2) * sum_{m<n} g_m . g_n
+    L_ngc = 1/C(c,2) * sum_{m<n} cos(g_m, g_n)
+
+Gradient, and why it costs O(c) Hessian-vector products
+-------------------------------------------------------
+Differentiating L through every ``g_m`` gives ``grad L = sum_m H_m v_m`` with ``H_m`` the Hessian
+of chunk ``m``'s loss and ``v_m = dL/dg_m``:
+
+* GC:  ``v_m = (G - g_m) / C(c,2)`` with ``G = sum_n g_n``;
+* NGC: ``v_m = 1/C(c,2) * [ sum_{n!=m} g_n/(|g_m||g_n|) - (sum_{n!=m} cos_mn) g_m/|g_m|^2 ]``.
+
+Each ``v_m`` is a constant once all chunk gradients are known, so one double-backward per
+chunk, ``autograd.grad(g_m, params, grad_outputs=v_m)``, produces ``H_m v_m``: c HVPs in all,
+never the c^2 double backwards of differentiating every pair.
+
+Design (time first, memory second)
+----------------------------------
+The call computes each chunk's gradient with ``torch.autograd.grad(create_graph=True)`` on its
+own forward and *keeps* the c double-backward graphs alive; the outer ``loss.backward()`` runs
+the custom backward of :class:`_CollisionFunction`, which does the c HVPs one chunk at a time
+(freeing each chunk's graph as soon as its HVP is done) and returns the summed result as the
+parameters' gradients.  So:
+
+* compute: one forward, one graph-recording backward and one double backward per sample; no
+  recomputation, and dropout masks are the same in the gradient and in its derivative;
+* memory: the activations of one full batch plus the saved tensors of the recorded backward
+  (each chunk is 1/c of the batch, so the total does not grow with c), plus the c chunk
+  gradients (c x parameter size) and two parameter-sized work vectors during the backward;
+* ``.grad`` is written only by the outer backward (chunk gradients come from
+  ``torch.autograd.grad``), so gradient hooks of an engine fire once, on the final gradient.
+
+BatchNorm
+---------
+Each chunk is forwarded on its own, so in train mode BatchNorm normalises with the chunk's
+statistics, exactly as on a rank that sees only that chunk.  Nothing is recomputed, so the
+running statistics see c ordinary momentum updates per call (one per chunk forward), just as c
+consecutive training forwards would.  ``SyncBatchNorm`` in train mode across several ranks is
+rejected: it would mix chunks of different ranks into one normalisation.
+
+Distributed runs
+----------------
+With ``torch.distributed`` initialised, the chunks of all ranks together are the c of the
+formula (each rank passes its own batch and the same ``chunks``).  Communication per call:
+
+* GC, forward: ONE all-reduce of a flat buffer holding the summed local chunk gradient plus four
+  scalars (sum of local ``|g_m|^2``, local chunk count, and the local pair-cosine sum and pair
+  count used only for the logged statistic);
+* GC, backward: ONE all-reduce of the local HVP sum, so every rank ends with the full gradient;
+* NGC needs every pairwise product ``g_m . g_n``, which cannot be formed across ranks from sums
+  alone, so NGC all-gathers the c chunk gradients (c x parameter size, once, in the forward)
+  and then all-reduces the HVP sum in the backward like GC.
+
+Because the backward already sums over ranks, every rank holds the complete GC gradient; an
+engine that averages gradients across ranks afterwards (DDP, DeepSpeed) leaves it unchanged,
+while averaging a per-rank retain loss added to it as usual.  Pass the unwrapped module (not a
+DDP wrapper): the chunk forwards must not trigger the wrapper's own gradient reduction.
+
+Attention
+---------
+``F.scaled_dot_product_attention``'s fused kernels have no double backward, so the chunk
+forwards run under ``sdpa_kernel([SDPBackend.MATH])``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from trd.losses import flat_collectives
+
+Criterion = Callable[[Tensor, Tensor], Tensor]
+
+# A chunk gradient smaller than this is treated as having this norm, so that NGC stays finite
+# (F.cosine_similarity guards the same way).
+_NORM_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class GCStats:
+    """Diagnostic terms of one GC/NGC call, as 0-dim detached tensors on the parameters' device.
+
+    ``total_sq_norm`` is ``|G|^2`` with ``G`` the sum of all c chunk gradients,
+    ``sum_chunk_sq_norms`` is ``sum_m |g_m|^2`` and ``mean_pair_cosine`` the mean cosine over
+    the chunk pairs whose inner products this process can form: all c(c-1)/2 pairs in one
+    process and for NGC; for multi-rank GC (which never gathers gradients) the pairs of chunks
+    on the same rank, NaN when every rank has a single chunk.
+    """
+
+    total_sq_norm: Tensor
+    sum_chunk_sq_norms: Tensor
+    mean_pair_cosine: Tensor
+    chunks: int
+
+    def as_floats(self) -> dict[str, float]:
+        """Plain floats for a logger; synchronises with the device once per value."""
+        return {
+            "total_sq_norm": self.total_sq_norm.item(),
+            "sum_chunk_sq_norms": self.sum_chunk_sq_norms.item(),
+            "mean_pair_cosine": self.mean_pair_cosine.item(),
+        }
+
+
+def gradient_collision_loss(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    chunks: int,
+    normalized: bool = False,
+    return_stats: bool = False,
+    criterion: Criterion = F.cross_entropy,
+    process_group: dist.ProcessGroup | None = None,
+) -> Tensor | tuple[Tensor, GCStats]:
+    """GC (``normalized=False``) or NGC loss of ``model`` on a source batch split into chunks.
+
+    ``inputs``/``targets`` are this process's batch, split into ``chunks`` equal chunks; each
+    chunk is forwarded on its own and its gradient is taken of ``criterion(model(x_m), y_m)``
+    (mean cross-entropy by default) w.r.t. the parameters that require grad.
+    ``loss.backward()`` leaves exactly ``grad L`` in those parameters' ``.grad`` (accumulating,
+    like any loss; parameters the loss does not use get zeros).  With ``return_stats=True``
+    returns ``(loss, GCStats)``.  Called with grad mode off, the loss value is computed without
+    recording the double-backward graph.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("gradient_collision_loss: the model has no parameter that requires grad")
+    world = _world_size(process_group)
+    _check_chunking(inputs.shape[0], chunks, world)
+    _reject_cross_rank_batchnorm(model, world)
+
+    differentiable = torch.is_grad_enabled()
+    chunk_grads = _chunk_gradients(model, params, inputs, targets, chunks, criterion, differentiable)
+    values = [[g.detach() for g in grads] for grads in chunk_grads]
+    if normalized:
+        geometry: _Geometry = _CosineGeometry(values, world, process_group)
+    else:
+        geometry = _CollisionGeometry(values, world, process_group)
+
+    if differentiable:
+        loss = _CollisionFunction.apply(_BackwardState(chunk_grads, geometry, params, world, process_group), *params)
+    else:
+        loss = geometry.value
+    return (loss, geometry.stats) if return_stats else loss
+
+
+def _world_size(group: dist.ProcessGroup | None) -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(group)
+    return 1
+
+
+def _check_chunking(batch: int, chunks: int, world: int) -> None:
+    if chunks * world < 2:
+        raise ValueError(
+            f"gradient collision needs at least 2 chunks in total, got chunks={chunks} on "
+            f"{world} process(es); pass chunks>=2 (or run on more ranks)"
+        )
+    if chunks < 1 or batch % chunks != 0:
+        raise ValueError(
+            f"a batch of {batch} does not split into {chunks} equal chunks; use a batch size "
+            f"divisible by chunks={chunks} or a chunk count that divides {batch}"
+        )
+
+
+def _reject_cross_rank_batchnorm(model: nn.Module, world: int) -> None:
+    if world < 2:
+        return
+    for name, module in model.named_modules():
+        if isinstance(module, nn.SyncBatchNorm) and module.training:
+            raise ValueError(
+                f"SyncBatchNorm '{name}' would normalise chunks of different ranks together; "
+                "convert it to BatchNorm for gradient collision"
+            )
+
+
+def _chunk_gradients(
+    model: nn.Module,
+    params: list[Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    chunks: int,
+    criterion: Criterion,
+    differentiable: bool,
+) -> list[list[Tensor]]:
+    size = inputs.shape[0] // chunks
+    grads = []
+    with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
+        for x, y in zip(inputs.split(size), targets.split(size)):
+            loss = criterion(model(x), y)
+            grads.append(
+                list(
+                    torch.autograd.grad(
+                        loss, params, create_graph=differentiable, allow_unused=True, materialize_grads=True
+                    )
+                )
+            )
+    return grads
+
+
+def _gram(chunk_values: Sequence[Sequence[Tensor]]) -> Tensor:
+    """c x c matrix of inner products of per-parameter gradient lists, one skinny matmul per parameter."""
+    gram = None
+    for per_chunk in zip(*chunk_values):
+        stacked = torch.stack([g.reshape(-1) for g in per_chunk])
+        part = stacked @ stacked.T
+        gram = part if gram is None else gram.add_(part)
+    return gram
+
+
+def _pair_cosines(gram: Tensor) -> tuple[Tensor, Tensor]:
+    """Cosine matrix and the strictly-upper-triangle mask of a Gram matrix."""
+    norms = gram.diagonal().clamp_min(0).sqrt().clamp_min(_NORM_EPS)
+    cos = gram / (norms[:, None] * norms[None, :])
+    upper = torch.ones_like(gram, dtype=torch.bool).triu(1)
+    return cos, upper
+
+
+class _Geometry:
+    """Loss value, statistics and ``v_m = dL/dg_m`` for the chunks of this process."""
+
+    value: Tensor
+    stats: GCStats
+    pairs: int  # C(c, 2)
+
+    def direction(self, local_index: int, scale: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+
+class _CollisionGeometry(_Geometry):
+    def __init__(self, values: list[list[Tensor]], world: int, group: dist.ProcessGroup | None):
+        self.values = values
+        local_gram = _gram(values)
+        local_chunks = len(values)
+        local_sum = torch._foreach_add(values[0], values[1]) if local_chunks > 1 else [g.clone() for g in values[0]]
+        for grads in values[2:]:
+            torch._foreach_add_(local_sum, grads)
+        local_sq = local_gram.trace()
+        cos, upper = _pair_cosines(local_gram)
+        cos_sum = cos[upper].sum()
+        local_pairs = upper.sum().to(cos_sum.dtype)
+
+        if world > 1:
+            scalars = torch.stack([local_sq, local_sq.new_tensor(local_chunks), cos_sum, local_pairs])
+            self.total, scalars = flat_collectives.all_reduce_sum(local_sum, scalars, group)
+            sum_sq, total_chunks, cos_sum, n_pairs = scalars.unbind()
+            chunks = round(total_chunks.item())
+            if chunks != local_chunks * world:
+                raise ValueError(
+                    f"gradient collision needs the same chunks on every rank; got {chunks} chunks "
+                    f"in total on {world} ranks with chunks={local_chunks} here"
+                )
+            total_sq = torch.stack([n.square() for n in torch._foreach_norm(self.total)]).sum()
+            pair_sum = (total_sq - sum_sq) / 2
+        else:
+            chunks = local_chunks
+            self.total = local_sum
+            sum_sq = local_sq
+            total_sq = local_gram.sum()
+            n_pairs = local_pairs
+            # Summing the off-diagonal entries avoids the cancellation of (|G|^2 - sum|g_m|^2)/2.
+            pair_sum = local_gram[upper].sum()
+
+        self.pairs = math.comb(chunks, 2)
+        self.value = pair_sum / self.pairs
+        mean_cos = cos_sum / n_pairs if n_pairs.item() > 0 else cos_sum.new_tensor(float("nan"))
+        self.stats = GCStats(total_sq.detach(), sum_sq.detach(), mean_cos.detach(), chunks)
+
+    def direction(self, local_index: int, scale: Tensor) -> list[Tensor]:
+        v = torch._foreach_sub(self.total, self.values[local_index])
+        torch._foreach_mul_(v, scale / self.pairs)
+        return v
+
+
+class _CosineGeometry(_Geometry):
+    def __init__(self, values: list[list[Tensor]], world: int, group: dist.ProcessGroup | None):
+        self.shapes = [g.shape for g in values[0]]
+        local = torch.stack([torch.cat([g.reshape(-1) for g in grads]) for grads in values])
+        self.all_chunks = flat_collectives.all_gather_rows(local, group) if world > 1 else local
+        self.first_local = (dist.get_rank(group) if world > 1 else 0) * len(values)
+        gram = self.all_chunks @ self.all_chunks.T
+        chunks = gram.shape[0]
+        self.pairs = math.comb(chunks, 2)
+        cos, upper = _pair_cosines(gram)
+        self.value = cos[upper].sum() / self.pairs
+
+        # dL/dg_m = sum_n A_mn g_n: off-diagonal 1/(C |g_m||g_n|), diagonal -(sum_{n!=m} cos_mn)/(C |g_m|^2).
+        norms = gram.diagonal().clamp_min(0).sqrt().clamp_min(_NORM_EPS)
+        coefficients = 1.0 / (norms[:, None] * norms[None, :])
+        off_diagonal_cos = cos.sum(1) - cos.diagonal()
+        coefficients.diagonal().copy_(-off_diagonal_cos / norms.square())
+        self.coefficients = coefficients / self.pairs
+        self.stats = GCStats(
+            gram.sum().detach(), gram.trace().detach(), cos[upper].mean().detach(), chunks
+        )
+
+    def direction(self, local_index: int, scale: Tensor) -> list[Tensor]:
+        row = self.coefficients[self.first_local + local_index] * scale
+        flat = row @ self.all_chunks
+        return [piece.view(shape) for piece, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)]
+
+
+class _BackwardState:
+    """What the outer backward needs; dropped (with the chunk graphs) once it has run."""
+
+    def __init__(self, chunk_grads, geometry: _Geometry, params, world: int, group):
+        self.chunk_grads = chunk_grads
+        self.geometry = geometry
+        self.params = params
+        self.world = world
+        self.group = group
+
+
+class _CollisionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, state: _BackwardState, *params: Tensor) -> Tensor:
+        ctx.state = state
+        return state.geometry.value.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        state: _BackwardState = ctx.state
+        ctx.state = None
+        params = state.params
+        result = [torch.zeros_like(p) for p in params]
+        for index in range(len(state.chunk_grads)):
+            grads = state.chunk_grads[index]
+            # Drop this chunk's graph as soon as its HVP has run, so memory falls chunk by chunk.
+            state.chunk_grads[index] = None
+            direction = state.geometry.direction(index, grad_output)
+            linked = [(g, v) for g, v in zip(grads, direction) if g.requires_grad]
+            if not linked:
+                continue
+            hvp = torch.autograd.grad(
+                [g for g, _ in linked], params, grad_outputs=[v for _, v in linked], allow_unused=True
+            )
+            present = [(r, h) for r, h in zip(result, hvp) if h is not None]
+            torch._foreach_add_([r for r, _ in present], [h for _, h in present])
+            del grads, direction, linked, hvp, present
+        if state.world > 1:
+            result = flat_collectives.all_reduce_sum(result, None, state.group)[0]
+        return (None, *result)
