@@ -1,0 +1,36 @@
+import math
+
+import pytest
+import torch
+
+from trd.engine.optim import build_optimizer, build_scheduler, lr_factor
+
+
+def test_cosine_with_warmup():
+    cfg = {"schedule": "cosine", "warmup_steps": 2}
+    assert lr_factor(0, 10, cfg) == pytest.approx(0.5)
+    assert lr_factor(1, 10, cfg) == pytest.approx(1.0)
+    assert lr_factor(2, 10, cfg) == pytest.approx(1.0)
+    assert lr_factor(6, 10, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(10, 10, cfg) == pytest.approx(0.0)
+
+
+def test_step_schedule_and_constant():
+    cfg = {"schedule": "step", "milestones": [0.5], "gamma": 0.1}
+    assert lr_factor(4, 10, cfg) == 1.0 and lr_factor(5, 10, cfg) == pytest.approx(0.1)
+    assert lr_factor(7, 10, {"schedule": "constant"}) == 1.0
+
+
+def test_optimizers_and_errors():
+    model = torch.nn.Linear(3, 2)
+    for name, cls in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
+        opt = build_optimizer(model.parameters(), {"name": name, "lr": 0.1})
+        assert isinstance(opt, cls)
+    sched = build_scheduler(opt, {"schedule": "cosine"}, total_steps=4)
+    opt.step(), sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 4)))
+    with pytest.raises(ValueError, match="unknown optimiser optim.name='lbfgs'"):
+        build_optimizer(model.parameters(), {"name": "lbfgs", "lr": 0.1})
+    frozen = torch.nn.Linear(3, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        build_optimizer(frozen.parameters(), {"name": "sgd", "lr": 0.1})

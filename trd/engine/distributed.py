@@ -1,0 +1,97 @@
+"""Who am I in the job: rank/world from torchrun, SLURM (through submitit) or nothing at all."""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _port_from_job_id(job_id: str) -> int:
+    # Every task of one job must agree on the port without talking to each other first;
+    # the job id is the one thing they share, and distinct concurrent jobs get distinct ports.
+    digits = "".join(ch for ch in str(job_id) if ch.isdigit()) or "0"
+    return 20000 + int(digits) % 20000
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def detect_env() -> DistEnv:
+    """Reads the launcher's environment: torchrun first, then a submitit job (SLURM or local), else one process."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return DistEnv(
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+            master_addr=os.environ.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(os.environ.get("MASTER_PORT", 29500)),
+        )
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        import submitit
+
+        job = submitit.JobEnvironment()
+        if job.num_tasks > 1:
+            return DistEnv(
+                rank=job.global_rank,
+                world_size=job.num_tasks,
+                local_rank=job.local_rank,
+                master_addr=job.hostnames[0] if job.num_nodes > 1 else "127.0.0.1",
+                master_port=_port_from_job_id(job.job_id),
+            )
+    return DistEnv(master_port=free_port())
+
+
+def init_distributed(env: DistEnv) -> None:
+    """Initialises torch.distributed through DeepSpeed (nccl on GPU, gloo on CPU), exactly once."""
+    os.environ.update(
+        RANK=str(env.rank),
+        WORLD_SIZE=str(env.world_size),
+        LOCAL_RANK=str(env.local_rank),
+        LOCAL_SIZE=os.environ.get("LOCAL_SIZE", str(env.world_size)),
+        MASTER_ADDR=env.master_addr,
+        MASTER_PORT=str(env.master_port),
+    )
+    if dist.is_available() and dist.is_initialized():
+        return
+    import deepspeed
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+
+
+def device_for(env: DistEnv) -> torch.device:
+    return torch.device("cuda", env.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sums a few scalars over ranks (no-op on one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

@@ -1,0 +1,24 @@
+"""Test accuracy over a role's split, summed over ranks."""
+from __future__ import annotations
+
+import torch
+
+from trd.engine.distributed import all_reduce_sum
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, loader, device: torch.device, forward=None) -> float:
+    """forward(model, images) -> logits; defaults to model(images). Model is put in eval mode and restored."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        logits = forward(model, images) if forward else model(images)
+        correct += int((logits.argmax(1) == labels).sum())
+        total += int(labels.numel())
+    model.train(was_training)
+    correct, total = all_reduce_sum([correct, total], device)
+    if total == 0:
+        raise ValueError("evaluation saw no samples: the test split is empty")
+    return correct / total

@@ -1,0 +1,92 @@
+"""The one training loop every stage uses: resumable mid-epoch, divergence-guarded, rank-0 logging.
+
+A step's randomness (dropout, random labels) is seeded from (seed, rank, global step), and the data order
+is a pure function of (seed, epoch, rank), so a job resumed from a checkpoint replays exactly the steps an
+uninterrupted run would have taken.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from trd.engine.checkpoint import CheckpointManager
+from trd.engine.distributed import DistEnv
+from trd.engine.tensorboard import StageLogger
+from trd.losses.finite import NonFiniteError
+
+StepFn = Callable[[object, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, dict]]
+
+
+def step_seed(seed: int, rank: int, global_step: int) -> int:
+    return (seed * 1_000_003 + rank * 7919 + global_step) % (2**63 - 1)
+
+
+def _grad_norm_after_step(engine) -> float | None:
+    norm = engine.get_global_grad_norm()
+    if norm is None:
+        return None
+    return float(norm.item() if torch.is_tensor(norm) else norm)
+
+
+def _local_grads_finite(engine) -> bool:
+    return all(torch.isfinite(p.grad).all() for p in engine.module.parameters() if p.grad is not None)
+
+
+def train(
+    engine,
+    loader,
+    step_fn: StepFn,
+    *,
+    epochs: int,
+    ckpt: CheckpointManager,
+    log: StageLogger,
+    env: DistEnv,
+    seed: int,
+    checkpoint_every: int = 0,
+    on_epoch_end: Callable[[int], dict] | None = None,
+    backward: Callable[[object, torch.Tensor], None] | None = None,
+    desc: str = "train",
+) -> dict:
+    """Runs epochs of step_fn (forward + loss) -> backward -> engine.step, resuming from ckpt if present.
+
+    step_fn(engine, images, labels, global_step) returns (loss, scalars to log).
+    Returns the final progress dict.
+    """
+    progress = ckpt.load(engine) or {"epoch": 0, "step": 0, "global_step": 0}
+    epoch, start_step, global_step = progress["epoch"], progress["step"], progress["global_step"]
+    backward = backward or (lambda eng, loss: eng.backward(loss))
+    device = engine.device
+    zero_stage = engine.zero_optimization_stage()
+    while epoch < epochs:
+        loader.set_epoch(epoch)
+        batches = loader.iter_from(start_step) if start_step else iter(loader)
+        bar = log.progress(batches, total=loader.steps_per_epoch, initial=start_step, desc=f"{desc} {epoch + 1}/{epochs}")
+        engine.train()
+        for step, (images, labels) in enumerate(bar, start=start_step):
+            torch.manual_seed(step_seed(seed, env.rank, global_step))
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            loss, scalars = step_fn(engine, images, labels, global_step)
+            if not math.isfinite(float(loss.detach())):
+                raise NonFiniteError(f"non-finite loss {float(loss.detach())} at epoch {epoch} step {step}")
+            backward(engine, loss)
+            if zero_stage == 0 and not _local_grads_finite(engine):
+                raise NonFiniteError(f"non-finite gradient at epoch {epoch} step {step}")
+            engine.step()
+            norm = _grad_norm_after_step(engine)
+            if norm is not None and not math.isfinite(norm):
+                raise NonFiniteError(f"non-finite gradient norm at epoch {epoch} step {step}")
+            global_step += 1
+            if global_step % 10 == 0 or step + 1 == loader.steps_per_epoch:
+                log.scalars({"loss": float(loss.detach()), **scalars}, global_step, prefix=f"{desc}/")
+                log.scalar(f"{desc}/lr", engine.get_lr()[0], global_step)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            if checkpoint_every and global_step % checkpoint_every == 0 and step + 1 < loader.steps_per_epoch:
+                ckpt.save(engine, {"epoch": epoch, "step": step + 1, "global_step": global_step})
+        bar.close()
+        epoch, start_step = epoch + 1, 0
+        if on_epoch_end is not None:
+            log.scalars(on_epoch_end(epoch), epoch, prefix="epoch/")
+        ckpt.save(engine, {"epoch": epoch, "step": 0, "global_step": global_step})
+    return {"epoch": epoch, "step": 0, "global_step": global_step}

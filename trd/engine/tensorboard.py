@@ -1,0 +1,34 @@
+"""TensorBoard and progress bars, on rank 0 only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from trd.engine.distributed import DistEnv
+
+
+class StageLogger:
+    def __init__(self, stage_dir: str | Path, env: DistEnv):
+        self.env = env
+        self.writer = None
+        if env.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(stage_dir) / "tensorboard"))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, float(value), step)
+
+    def scalars(self, values: dict, step: int, prefix: str = "") -> None:
+        for k, v in values.items():
+            self.scalar(f"{prefix}{k}", v, step)
+
+    def progress(self, iterable=None, **kwargs):
+        return tqdm(iterable, disable=not self.env.is_main, dynamic_ncols=True, mininterval=2.0, **kwargs)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
