@@ -1,0 +1,88 @@
+"""Runs one stage from its directory: the entry point of every job (submitit, srun or torchrun).
+
+    python -m trd.stages.runner <stage dir>      # under torchrun/srun, one process per rank
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import submitit
+
+from trd.engine.atomic import read_json
+from trd.engine.distributed import barrier, detect_env, init_distributed
+from trd.losses.finite import NonFiniteError
+from trd.metrics import DIVERGED, DONE, FAILED, RUNNING, read_metrics, write_metrics
+from trd.stages.base import SPEC_FILE, StageContext, get_stage
+
+
+def _job_log() -> str | None:
+    try:
+        return str(submitit.JobEnvironment().paths.stderr)
+    except RuntimeError:
+        return None
+
+
+def run_stage(stage_dir: str | Path) -> dict:
+    stage_dir = Path(stage_dir)
+    spec = read_json(stage_dir / SPEC_FILE)
+    if spec is None:
+        raise FileNotFoundError(f"{stage_dir / SPEC_FILE} is missing: plan the experiment with launch/submit.py first")
+    done = read_metrics(stage_dir)
+    if done.get("status") == DONE:
+        return done
+    env = detect_env()
+    init_distributed(env)
+    ctx = StageContext(
+        kind=spec["kind"], name=spec["name"], config=spec["config"], dir=stage_dir,
+        inputs={role: Path(d) for role, d in spec["inputs"].items()}, env=env,
+    )
+    base = {"kind": ctx.kind, "stage": ctx.name, "hash": spec["hash"], **spec.get("labels", {})}
+    log_path = _job_log()
+    if env.is_main:
+        write_metrics(stage_dir, {**base, "status": RUNNING, "log": log_path, "world_size": env.world_size})
+    start = time.time()
+    try:
+        metrics = get_stage(ctx.kind)(ctx)
+    except BaseException as exc:
+        status = DIVERGED if isinstance(exc, NonFiniteError) else FAILED
+        if env.is_main and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            write_metrics(stage_dir, {**base, "status": status, "error": f"{type(exc).__name__}: {exc}",
+                                      "log": log_path, "traceback": traceback.format_exc()})
+        raise
+    finally:
+        ctx.log.close()
+    barrier()
+    result = {**base, **metrics, "status": DONE, "log": log_path, "world_size": env.world_size,
+              "timings": {**metrics.get("timings", {}), "stage_seconds": round(time.time() - start, 2)}}
+    if env.is_main:
+        write_metrics(stage_dir, result)
+    return result
+
+
+class StageJob(submitit.helpers.Checkpointable):
+    """A submitit job that runs one stage; on preemption or timeout it is requeued as itself and the stage
+    resumes from its own checkpoint."""
+
+    def __init__(self, stage_dir: str | Path):
+        self.stage_dir = str(stage_dir)
+
+    def __call__(self) -> dict:
+        return run_stage(self.stage_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m trd.stages.runner <stage dir>", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TRD_STAGE_DIR", argv[0])
+    run_stage(argv[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
