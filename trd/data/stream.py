@@ -1,0 +1,129 @@
+"""The per-epoch IterableDataset: reads a WorkerPlan's shards and yields finished batches.
+
+It runs inside DataLoader workers (or in the main process with num_workers=0) and
+yields (images, labels, corrupt_skipped_since_last_batch); the count travels with the
+batches because worker processes cannot update the loader's counter directly.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Iterator
+from itertools import islice
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from .augment import normalise, random_crop_flip
+from .catalog import Catalog
+from .decode import CorruptSample, decode_sample
+from .errors import DataError
+from .plan import WorkerPlan, derive_seed, owned_slots, resumed_assignment
+from .role import RoleSpec
+
+
+class EpochStream(torch.utils.data.IterableDataset):
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        plans: list[WorkerPlan],
+        spec: RoleSpec,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        epoch: int,
+        rank: int,
+        steps: int,
+        start_step: int,
+        skip_corrupt: bool,
+    ):
+        super().__init__()
+        self.catalog, self.plans, self.spec = catalog, plans, spec
+        self.batch_size, self.train = batch_size, train
+        self.seed, self.epoch, self.rank = seed, epoch, rank
+        self.steps, self.start_step = steps, start_step
+        self.skip_corrupt = skip_corrupt
+        self._corrupt = 0
+
+    def _shard_samples(self, shard_id: int) -> Iterator[dict]:
+        url, keep = self.catalog.urls[shard_id], self.catalog.keep[shard_id]
+        seen: set[str] = set()
+        try:
+            for sample in wds.tarfile_samples(iter([{"url": url}])):
+                key = sample["__key__"]
+                # The index counted only the first of repeated keys; match it.
+                if key in seen:
+                    continue
+                seen.add(key)
+                if keep is None or key in keep:
+                    yield sample
+        except DataError:
+            raise
+        except Exception as exc:
+            message = f"shard {url} is corrupt or truncated ({type(exc).__name__}: {exc.args[0] if exc.args else exc})"
+            if not self.skip_corrupt:
+                raise DataError(message + ": re-create it with launch/make_shards.py, or pass skip_corrupt=True to skip it") from None
+            warnings.warn(message + "; skipping the rest of it (skip_corrupt=True)")
+            self._corrupt += 1
+
+    def _raw(self, plan: WorkerPlan) -> Iterator[dict]:
+        slots = owned_slots(plan)
+        position, kept = 0, -1
+        while True:
+            start = position
+            for shard_id in plan.shard_ids:
+                for sample in self._shard_samples(shard_id):
+                    if position % plan.units == 0:
+                        kept = next(slots)
+                    if position % plan.units == kept:
+                        yield sample
+                    position += 1
+            if not plan.cycle:
+                return
+            if position == start:
+                shards = ", ".join(self.catalog.urls[i] for i in plan.shard_ids[:3])
+                raise DataError(f"shards {shards} yielded no usable samples although the index lists some: delete the index cache ($TRD_CACHE) and re-check the shards")
+
+    def _decoded(self, raw: Iterator[dict]) -> Iterator[tuple[np.ndarray, int]]:
+        for sample in raw:
+            try:
+                yield decode_sample(sample, self.spec.image_size, self.spec.num_classes)
+            except CorruptSample as exc:
+                if not self.skip_corrupt:
+                    raise
+                warnings.warn(f"{exc}; skipping it (skip_corrupt=True)")
+                self._corrupt += 1
+
+    def _finish(self, items: list[tuple[np.ndarray, int]], batch_index: int):
+        images = torch.from_numpy(np.stack([pixels for pixels, _ in items])).permute(0, 3, 1, 2)
+        labels = torch.tensor([label for _, label in items], dtype=torch.int64)
+        if self.train and self.spec.augment:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, batch_index, 0xA6))
+            images = random_crop_flip(images, generator)
+        corrupt, self._corrupt = self._corrupt, 0
+        return normalise(images.contiguous(), self.spec.mean, self.spec.std), labels, corrupt
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        workers = len(self.plans)
+        if self.train:
+            logical, skip_batches, num_batches = resumed_assignment(self.start_step, self.steps, workers, worker)
+        else:
+            logical, skip_batches = worker, 0
+            num_batches = -(-self.plans[worker].num_samples // self.batch_size)
+        plan = self.plans[logical]
+        raw = self._raw(plan)
+        if self.train:
+            rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, logical, 0x5B))
+            raw = wds.shuffle(self.spec.shuffle_buffer, initial=self.spec.shuffle_buffer, rng=rng)(raw)
+        # Skipping happens before decoding: a resumed epoch only re-reads the bytes it skips.
+        decoded = self._decoded(islice(raw, skip_batches * self.batch_size, None))
+        for k in range(num_batches):
+            items = list(islice(decoded, self.batch_size))
+            if not items:
+                return
+            yield self._finish(items, plan.first_batch + (skip_batches + k) * plan.batch_step)
