@@ -4,8 +4,9 @@ Attention backend: on CPU in torch 2.x, scaled_dot_product_attention (and so
 nn.MultiheadAttention) dispatches to a flash kernel whose backward is not itself
 differentiable and which has no forward-mode AD, so Hessian-vector products (double
 backward or torch.func jvp-over-grad) fail with "derivative for
-aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented". The fused
-CUDA kernels have the same limitation. attention="math" (the default) pins the MATH
+aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented" (checked on
+torch 2.14). The fused CUDA kernels are reported to share it (pytorch/pytorch#116350 for
+flash, #117629 for memory-efficient). attention="math" (the default) pins the MATH
 backend, which is composed of differentiable ops; attention="fused" leaves the choice to
 PyTorch (faster, first-order only).
 """
@@ -23,6 +24,10 @@ from trd.models.base import TrdModel
 
 ATTENTION_BACKENDS = ("math", "fused")
 SMALL_IMAGE_MAX_SIZE = 64
+
+
+def largest_divisor_up_to(n: int, limit: int) -> int:
+    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
 
 
 class PatchEmbedding(nn.Module):
@@ -131,7 +136,3 @@ class ViT(TrdModel):
         self.encoder = nn.ModuleList(EncoderLayer(block, attention) for block in vit.encoder.layers)
         block_names = ["embed"] + [f"encoder.{i}" for i in range(depth)]
         self._finish(block_names, ClassTokenPool(vit.encoder.ln), feature_dim=width)
-
-
-def largest_divisor_up_to(n: int, limit: int) -> int:
-    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
