@@ -85,6 +85,12 @@ def index_shard(url: str) -> ShardIndex:
                         problem = f"'cls' is {text[:20]!r}, not an integer"
             if key is not None:
                 _close_sample(index, key, suffixes, label, problem, seen)
+            # tarfile stops silently at a missing or partial header, so a file cut at a
+            # member boundary would look complete: require the end-of-archive zero block.
+            tar.fileobj.seek(tar.offset)
+            end = tar.fileobj.read(tarfile.BLOCKSIZE)
+            if len(end) < tarfile.BLOCKSIZE or end.count(0) != tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"no end-of-archive block at byte {tar.offset} (file cut short?)")
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         index.error = f"{type(exc).__name__}: {exc}"
     return index

@@ -106,9 +106,12 @@ class ShardLoader:
             batches = wds.WebLoader(stream, batch_size=None, num_workers=self.num_workers)
         else:
             batches = stream
-        for images, labels, corrupt in batches:
-            self.corrupt_skipped += int(corrupt)
-            yield images, labels
+        for images, labels, skipped in batches:
+            for message in skipped:
+                warnings.warn(message, stacklevel=2)
+            self.corrupt_skipped += len(skipped)
+            if images is not None:
+                yield images, labels
 
 
 def build_loader(

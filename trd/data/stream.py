@@ -1,14 +1,15 @@
 """The per-epoch IterableDataset: reads a WorkerPlan's shards and yields finished batches.
 
 It runs inside DataLoader workers (or in the main process with num_workers=0) and
-yields (images, labels, corrupt_skipped_since_last_batch); the count travels with the
-batches because worker processes cannot update the loader's counter directly.
+yields (images, labels, skip_messages): what was skipped since the previous batch
+travels with the batches, because a worker process can neither update the loader's
+counter nor show a warning in the main process.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-import warnings
 from collections.abc import Iterator
 from itertools import islice
 
@@ -46,7 +47,7 @@ class EpochStream(torch.utils.data.IterableDataset):
         self.seed, self.epoch, self.rank = seed, epoch, rank
         self.steps, self.start_step = steps, start_step
         self.skip_corrupt = skip_corrupt
-        self._corrupt = 0
+        self._skipped: list[str] = []
 
     def _shard_samples(self, shard_id: int) -> Iterator[dict]:
         url, keep = self.catalog.urls[shard_id], self.catalog.keep[shard_id]
@@ -66,14 +67,17 @@ class EpochStream(torch.utils.data.IterableDataset):
             message = f"shard {url} is corrupt or truncated ({type(exc).__name__}: {exc.args[0] if exc.args else exc})"
             if not self.skip_corrupt:
                 raise DataError(message + ": re-create it with launch/make_shards.py, or pass skip_corrupt=True to skip it") from None
-            warnings.warn(message + "; skipping the rest of it (skip_corrupt=True)")
-            self._corrupt += 1
+            self._skipped.append(message + "; skipped the rest of it (skip_corrupt=True)")
 
-    def _raw(self, plan: WorkerPlan) -> Iterator[dict]:
+    def _ordered(self, plan: WorkerPlan, logical: int) -> Iterator[dict]:
+        """The worker's raw samples in epoch order: pass after pass over its shards (train
+        wraps around), each pass shuffled on its own so a pass is used up before the next
+        one starts and an epoch repeats no sample it has not finished."""
         slots = owned_slots(plan)
         position, kept = 0, -1
-        while True:
-            start = position
+
+        def one_pass():
+            nonlocal position, kept
             for shard_id in plan.shard_ids:
                 for sample in self._shard_samples(shard_id):
                     if position % plan.units == 0:
@@ -81,6 +85,14 @@ class EpochStream(torch.utils.data.IterableDataset):
                     if position % plan.units == kept:
                         yield sample
                     position += 1
+
+        for repeat in itertools.count():
+            start = position
+            samples = one_pass()
+            if self.train:
+                rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, logical, repeat, 0x5B))
+                samples = wds.shuffle(self.spec.shuffle_buffer, initial=self.spec.shuffle_buffer, rng=rng)(samples)
+            yield from samples
             if not plan.cycle:
                 return
             if position == start:
@@ -94,8 +106,7 @@ class EpochStream(torch.utils.data.IterableDataset):
             except CorruptSample as exc:
                 if not self.skip_corrupt:
                     raise
-                warnings.warn(f"{exc}; skipping it (skip_corrupt=True)")
-                self._corrupt += 1
+                self._skipped.append(f"{exc}; skipped it (skip_corrupt=True)")
 
     def _finish(self, items: list[tuple[np.ndarray, int]], batch_index: int):
         images = torch.from_numpy(np.stack([pixels for pixels, _ in items])).permute(0, 3, 1, 2)
@@ -103,8 +114,8 @@ class EpochStream(torch.utils.data.IterableDataset):
         if self.train and self.spec.augment:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, batch_index, 0xA6))
             images = random_crop_flip(images, generator)
-        corrupt, self._corrupt = self._corrupt, 0
-        return normalise(images.contiguous(), self.spec.mean, self.spec.std), labels, corrupt
+        skipped, self._skipped = self._skipped, []
+        return normalise(images.contiguous(), self.spec.mean, self.spec.std), labels, skipped
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -115,15 +126,17 @@ class EpochStream(torch.utils.data.IterableDataset):
         else:
             logical, skip_batches = worker, 0
             num_batches = -(-self.plans[worker].num_samples // self.batch_size)
+        raw = self._ordered(self.plans[logical], logical)
         plan = self.plans[logical]
-        raw = self._raw(plan)
-        if self.train:
-            rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, logical, 0x5B))
-            raw = wds.shuffle(self.spec.shuffle_buffer, initial=self.spec.shuffle_buffer, rng=rng)(raw)
         # Skipping happens before decoding: a resumed epoch only re-reads the bytes it skips.
         decoded = self._decoded(islice(raw, skip_batches * self.batch_size, None))
         for k in range(num_batches):
             items = list(islice(decoded, self.batch_size))
             if not items:
-                return
+                break
             yield self._finish(items, plan.first_batch + (skip_batches + k) * plan.batch_step)
+        if self._skipped and not self.train:
+            # Skips after an eval stream's last batch still have to reach the main process.
+            # (Train streams never read past their last batch, and an extra item would
+            # break the DataLoader's round-robin order.)
+            yield None, None, self._skipped
