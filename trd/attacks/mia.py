@@ -27,6 +27,7 @@ from sklearn.svm import SVC
 from trd.attacks import scores
 from trd.attacks.features import SampleOutputs
 
+
 @dataclass(frozen=True)
 class AttackResult:
     accuracy: float  # balanced accuracy on the held-out half
