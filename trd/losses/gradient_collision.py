@@ -81,6 +81,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trd.losses import flat_collectives
+from trd.losses.batchnorm_double_backward import fast_batchnorm_double_backward
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
 
@@ -199,7 +200,9 @@ def _chunk_gradients(
     grads = []
     with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
         for x, y in zip(inputs.split(size), targets.split(size)):
-            loss = criterion(model(x), y)
+            with fast_batchnorm_double_backward():
+                logits = model(x)
+            loss = criterion(logits, y)
             grads.append(
                 list(
                     torch.autograd.grad(

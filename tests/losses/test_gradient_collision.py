@@ -1,0 +1,175 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from gc_reference import TinyAttention, bn_cnn, mlp, naive_collision
+from trd.losses import dtl_objective, gradient_collision_loss
+
+TIGHT = dict(rtol=1e-9, atol=1e-12)
+
+
+def batch_for(model_name, size=12, classes=3):
+    generator = torch.Generator().manual_seed(1)
+    shape = {"mlp": (size, 6), "bn_cnn": (size, 2, 5, 5), "attention": (size, 5, 4)}[model_name]
+    inputs = torch.randn(*shape, generator=generator, dtype=torch.float64)
+    targets = torch.randint(classes, (size,), generator=generator)
+    return inputs, targets
+
+
+def build(model_name):
+    if model_name == "attention":
+        torch.manual_seed(0)
+        return TinyAttention().double()
+    return {"mlp": mlp, "bn_cnn": bn_cnn}[model_name]()
+
+
+def ours(model, inputs, targets, chunks, normalized):
+    model.zero_grad(set_to_none=True)
+    loss, stats = gradient_collision_loss(model, inputs, targets, chunks=chunks, normalized=normalized, return_stats=True)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad], stats
+
+
+@pytest.mark.parametrize("normalized", [False, True], ids=["gc", "ngc"])
+@pytest.mark.parametrize("chunks", [2, 3, 4])
+@pytest.mark.parametrize("model_name", ["mlp", "bn_cnn"])
+def test_value_and_gradient_match_naive_all_pairs_reference(model_name, chunks, normalized):
+    model = build(model_name)
+    reference = copy.deepcopy(model)
+    inputs, targets = batch_for(model_name)
+
+    loss, grads, stats = ours(model, inputs, targets, chunks, normalized)
+    ref_loss, ref_grads, ref_stats = naive_collision(reference, inputs, targets, chunks, normalized)
+
+    torch.testing.assert_close(loss, ref_loss, **TIGHT)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, **TIGHT)
+    assert stats.chunks == chunks
+    torch.testing.assert_close(stats.total_sq_norm, ref_stats["total_sq_norm"], **TIGHT)
+    torch.testing.assert_close(stats.sum_chunk_sq_norms, ref_stats["sum_chunk_sq_norms"], **TIGHT)
+    torch.testing.assert_close(stats.mean_pair_cosine, ref_stats["mean_pair_cosine"], **TIGHT)
+    assert any(g.abs().max() > 1e-6 for g in grads)
+
+
+def test_batchnorm_running_stats_see_one_update_per_chunk_forward():
+    model = bn_cnn()
+    sequential = copy.deepcopy(model)
+    inputs, targets = batch_for("bn_cnn")
+    gradient_collision_loss(model, inputs, targets, chunks=3).backward()
+    with torch.no_grad():
+        for chunk in inputs.chunk(3):
+            sequential(chunk)
+    for (name, got), want in zip(model.named_buffers(), sequential.buffers()):
+        torch.testing.assert_close(got, want, **TIGHT, msg=name)
+
+
+def test_gradient_is_O_c_hessian_vector_products(monkeypatch):
+    """c autograd.grad calls for the chunk gradients and c for the HVPs, never one per pair."""
+    calls = []
+    original = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("create_graph", False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    model = mlp()
+    inputs, targets = batch_for("mlp", size=16)
+    for normalized in (False, True):
+        calls.clear()
+        gradient_collision_loss(model, inputs, targets, chunks=8, normalized=normalized).backward()
+        assert calls == [True] * 8 + [False] * 8
+
+
+class WithSpareLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = mlp()
+        self.spare = nn.Linear(2, 2).double()
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_frozen_parameters_are_excluded_and_unused_ones_get_zeros():
+    model = WithSpareLayer()
+    frozen = model.body[0].weight.requires_grad_(False)
+    inputs, targets = batch_for("mlp")
+    gradient_collision_loss(model, inputs, targets, chunks=2).backward()
+    assert frozen.grad is None
+    assert torch.equal(model.spare.weight.grad, torch.zeros_like(model.spare.weight))
+    assert model.body[2].weight.grad.abs().max() > 0
+
+
+def test_backward_accumulates_into_existing_grad_like_any_loss():
+    model = mlp()
+    inputs, targets = batch_for("mlp")
+    _, once, _ = ours(model, inputs, targets, 2, False)
+    gradient_collision_loss(model, inputs, targets, chunks=2).backward()
+    for p, g in zip(model.parameters(), once):
+        torch.testing.assert_close(p.grad, 2 * g, **TIGHT)
+
+
+def test_dtl_objective_with_gc_gives_weighted_sum_of_gradients():
+    model = bn_cnn()
+    reference = copy.deepcopy(model)
+    inputs, targets = batch_for("bn_cnn")
+    lam = 0.3
+    retain_inputs = inputs.flip(0)
+
+    model.zero_grad()
+    retain = F.cross_entropy(model(retain_inputs), targets)
+    dtl_objective(retain, gradient_collision_loss(model, inputs, targets, chunks=3), lam).backward()
+
+    params = list(reference.parameters())
+    retain_grads = torch.autograd.grad(F.cross_entropy(reference(retain_inputs), targets), params)
+    _, gc_grads, _ = naive_collision(reference, inputs, targets, 3, normalized=False)
+    for p, r, g in zip(model.parameters(), retain_grads, gc_grads):
+        torch.testing.assert_close(p.grad, (1 - lam) * r + lam * g, **TIGHT)
+
+
+def test_without_grad_mode_returns_the_value_without_a_graph():
+    model = bn_cnn()
+    reference = copy.deepcopy(model)
+    inputs, targets = batch_for("bn_cnn")
+    with torch.no_grad():
+        loss = gradient_collision_loss(model, inputs, targets, chunks=4)
+    assert not loss.requires_grad and loss.grad_fn is None
+    assert all(p.grad is None for p in model.parameters())
+    torch.testing.assert_close(loss, naive_collision(reference, inputs, targets, 4, False)[0], **TIGHT)
+
+
+@pytest.mark.parametrize("normalized", [False, True], ids=["gc", "ngc"])
+def test_attention_with_scaled_dot_product_attention_has_a_double_backward(normalized):
+    model = build("attention")
+    reference = copy.deepcopy(model)
+    inputs, targets = batch_for("attention", size=8)
+    loss, grads, _ = ours(model, inputs, targets, 4, normalized)
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref_loss, ref_grads, _ = naive_collision(reference, inputs, targets, 4, normalized)
+    torch.testing.assert_close(loss, ref_loss, **TIGHT)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, **TIGHT)
+
+
+def test_fewer_than_two_chunks_is_a_clear_error():
+    inputs, targets = batch_for("mlp")
+    with pytest.raises(ValueError, match=r"at least 2 chunks.*chunks=1.*pass chunks>=2"):
+        gradient_collision_loss(mlp(), inputs, targets, chunks=1)
+
+
+def test_batch_that_does_not_split_evenly_is_a_clear_error():
+    inputs, targets = batch_for("mlp", size=10)
+    with pytest.raises(ValueError, match=r"batch of 10 does not split into 3 equal chunks.*divisible"):
+        gradient_collision_loss(mlp(), inputs, targets, chunks=3)
+
+
+def test_model_without_trainable_parameters_is_a_clear_error():
+    model = mlp().requires_grad_(False)
+    inputs, targets = batch_for("mlp")
+    with pytest.raises(ValueError, match="no parameter that requires grad"):
+        gradient_collision_loss(model, inputs, targets, chunks=2)
