@@ -237,7 +237,7 @@ start_munged() {
     # --force: munged would otherwise refuse to run as root or under /tmp.
     munged --force --socket="$RUN/munge.socket" --key-file="$RUN/munge.key" \
         --pid-file="$RUN/munged.pid" --log-file="$LOG/munged.log" --seed-file="$RUN/munged.seed" \
-        </dev/null >/dev/null 2>&1 || { logs_tail; die "munged failed to start"; }
+        </dev/null >/dev/null 2>&1 9>&- || { logs_tail; die "munged failed to start"; }
     wait_for "munged's socket" test -S "$RUN/munge.socket"
 }
 
@@ -251,13 +251,13 @@ start_mariadbd() {
         --bind-address=127.0.0.1 --port="$DB_PORT" --socket="$RUN/mariadb.socket" \
         --pid-file="$RUN/mariadbd.pid" --log-error="$LOG/mariadbd.log" --skip-log-bin \
         --innodb-buffer-pool-size=32M --innodb-log-file-size=8M \
-        </dev/null >/dev/null 2>&1 &
+        </dev/null >/dev/null 2>&1 9>&- &
     wait_for "mariadbd on port $DB_PORT" port_open "$DB_PORT"
 }
 
 start_slurmdbd() {
     touch "$RUN/slurmdbd.expected"
-    slurmdbd </dev/null >/dev/null 2>&1 || { logs_tail; die "slurmdbd failed to start"; }
+    slurmdbd </dev/null >/dev/null 2>&1 9>&- || { logs_tail; die "slurmdbd failed to start"; }
     wait_for "slurmdbd to answer" sacctmgr -n list cluster
     # slurmctld only sends accounting for a cluster the database knows.
     if ! sacctmgr -n -P list cluster format=cluster | grep -qx trdtest; then
@@ -288,9 +288,9 @@ start_all() {
         start_slurmdbd
     fi
     touch "$RUN/slurmctld.expected" "$RUN/slurmd.expected"
-    slurmctld -f "$CONF" </dev/null >/dev/null 2>&1 || { logs_tail; die "slurmctld failed to start"; }
+    slurmctld -f "$CONF" </dev/null >/dev/null 2>&1 9>&- || { logs_tail; die "slurmctld failed to start"; }
     wait_for "slurmctld to answer" scontrol ping
-    slurmd -f "$CONF" </dev/null >/dev/null 2>&1 || { logs_tail; die "slurmd failed to start"; }
+    slurmd -f "$CONF" </dev/null >/dev/null 2>&1 9>&- || { logs_tail; die "slurmd failed to start"; }
 }
 
 cmd_start() {
@@ -316,10 +316,11 @@ cmd_start() {
 
     export SLURM_CONF=$CONF
     # Port choice and daemon start under one lock, so that two sessions
-    # starting at once cannot pick the same ports.
+    # starting at once cannot pick the same ports. Daemons get fd 9 closed,
+    # or they would hold the lock for as long as they live.
     (
         exec 9>/tmp/trd-slurm-test-cluster.lock
-        flock 9
+        flock -w 120 9 || die "another test_cluster.sh start held /tmp/trd-slurm-test-cluster.lock for 120s"
         start_all
     ) || { stop_daemons; exit 1; }
     wait_for "the node to be idle in sinfo" node_idle || { stop_daemons; exit 1; }
@@ -340,21 +341,34 @@ cancel_jobs() {
     echo "test_cluster.sh: jobs still not finished after 30s: $(squeue -h -t PD,R,CG 2>&1)" >&2
 }
 
-stop_daemons() {
-    local d pid deadline
-    export SLURM_CONF=$CONF
-    cancel_jobs
-    for d in $(daemons); do
+stop_wave() {  # <daemon>...: SIGTERM them together, SIGKILL whatever is left after 20 s
+    local d pids=() deadline=$((SECONDS + 20)) left
+    for d in "$@"; do
         pid_alive "$d" || continue
-        pid=$(<"$RUN/$d.pid")
-        kill -TERM "$pid" 2>/dev/null || true
-        deadline=$((SECONDS + 20))
-        while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
+        pids+=("$(<"$RUN/$d.pid")")
+        kill -TERM "${pids[-1]}" 2>/dev/null || true
+    done
+    while (( SECONDS < deadline )); do
+        left=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+        (( left )) || return 0
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
         if kill -0 "$pid" 2>/dev/null; then
-            echo "test_cluster.sh: $d ($pid) ignored SIGTERM for 20s, sending SIGKILL" >&2
+            echo "test_cluster.sh: pid $pid ignored SIGTERM for 20s, sending SIGKILL" >&2
             kill -KILL "$pid" 2>/dev/null || true
         fi
     done
+}
+
+stop_daemons() {
+    export SLURM_CONF=$CONF
+    cancel_jobs
+    # SLURM first (slurmctld still reports to slurmdbd and authenticates with
+    # munged while it shuts down), then what it depended on.
+    stop_wave slurmd slurmctld
+    stop_wave slurmdbd mariadbd munged
     return 0
 }
 
