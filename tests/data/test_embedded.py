@@ -1,6 +1,7 @@
 """Embedded generated datasets: registry, determinism, concurrent generation, loading."""
 
 import hashlib
+import json
 import multiprocessing
 import os
 from collections import Counter
@@ -107,3 +108,16 @@ def test_non_embedded_role_only_checks_shards(tmp_path):
     del role["embedded"]
     with pytest.raises(DataError, match="make_shards"):
         ensure_role_shards(role)
+
+
+def test_shards_from_another_generator_version_are_regenerated(tmp_path):
+    paths = shard_paths(tmp_path)
+    assert materialize("synth_tiny", paths[:3], paths[3:]) is True
+    stamp = tmp_path / ".synth_tiny.embedded.json"
+    blob = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({**blob, "generator_version": blob["generator_version"] - 1}))
+    assert materialize("synth_tiny", paths[:3], paths[3:]) is True
+    assert json.loads(stamp.read_text()) == blob
+    assert materialize("synth_tiny", paths[:3], paths[3:]) is False
+    # A different image size is a different dataset at the same paths.
+    assert materialize("synth_tiny", paths[:3], paths[3:], image_size=40) is True

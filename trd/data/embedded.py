@@ -8,6 +8,7 @@ make_shards treat them exactly like downloaded data.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import webdataset as wds
 
 from .errors import DataError
 from .role import parse_role
-from .synth import SynthTask, generate
+from .synth import GENERATOR_VERSION, SynthTask, generate
 from .urls import expand_urls, require_shards
 from .writer import encode_sample
 
@@ -91,8 +92,29 @@ def _write_split(dataset: EmbeddedDataset, split: str, urls: list[str], image_si
     return moves
 
 
+def _stamp_path(name: str, train_urls: list[str]) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(train_urls[0])), f".{name}.embedded.json")
+
+
+def _complete(name: str, urls: list[str], stamp_path: str, stamp: dict) -> bool:
+    """All shards exist and were not written by a different generator version or size.
+
+    Shards without a stamp (copied elsewhere, say) are trusted; a stamp that disagrees
+    means the generator changed since they were written.
+    """
+    if not all(os.path.isfile(url) for url in urls):
+        return False
+    try:
+        with open(stamp_path) as f:
+            return json.load(f) == stamp
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def materialize(name: str, train_urls: list[str], test_urls: list[str], image_size: int = 32) -> bool:
-    """Generate embedded dataset ``name`` into exactly these shard paths unless all exist.
+    """Generate embedded dataset ``name`` into exactly these shard paths unless they are complete.
 
     Safe to call from several processes at once: one generates under a lock, into temp
     files renamed into place, and the others find the shards complete when they get
@@ -100,19 +122,26 @@ def materialize(name: str, train_urls: list[str], test_urls: list[str], image_si
     """
     dataset = get_embedded(name)
     urls = train_urls + test_urls
-    if all(os.path.isfile(url) for url in urls):
+    stamp_path = _stamp_path(name, train_urls)
+    stamp = {"name": name, "generator_version": GENERATOR_VERSION, "image_size": image_size,
+             "train_shards": len(train_urls), "test_shards": len(test_urls)}
+    if _complete(name, urls, stamp_path, stamp):
         return False
-    lock_dir = os.path.dirname(os.path.abspath(train_urls[0]))
+    lock_dir = os.path.dirname(stamp_path)
     try:
         os.makedirs(lock_dir, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create {lock_dir} for embedded dataset {name!r} ({exc}): point the role's train/test patterns at a writable directory") from None
     with _exclusive(os.path.join(lock_dir, f".{name}.lock")):
-        if all(os.path.isfile(url) for url in urls):
+        if _complete(name, urls, stamp_path, stamp):
             return False
         moves = _write_split(dataset, "train", train_urls, image_size) + _write_split(dataset, "test", test_urls, image_size)
         for temp, final in moves:
             os.replace(temp, final)
+        temp = f"{stamp_path}.tmp-{os.getpid()}"
+        with open(temp, "w") as f:
+            json.dump(stamp, f)
+        os.replace(temp, stamp_path)
     return True
 
 

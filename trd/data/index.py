@@ -136,10 +136,14 @@ def load_index(urls: list[str]) -> list[ShardIndex]:
         # Several ranks may index the same shards at once: each writes a private temp
         # file and renames it, so a reader never sees a half-written index.
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    except OSError:
+        return indices  # an unwritable cache only costs re-indexing next time
+    try:
         with os.fdopen(fd, "w") as f:
             json.dump(_to_json(indices), f)
-        os.replace(tmp, path)
+        os.replace(temp, path)
     except OSError:
-        pass  # an unwritable cache only costs re-indexing next time
+        if os.path.exists(temp):
+            os.remove(temp)
     return indices

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 import webdataset as wds
 
 from .catalog import Catalog, build_catalog
@@ -103,7 +104,8 @@ class ShardLoader:
         if self.num_workers > 0:
             # batch_size=None: batches are built inside the workers; the DataLoader
             # collects them round-robin from workers 0, 1, ..., which the plan relies on.
-            batches = wds.WebLoader(stream, batch_size=None, num_workers=self.num_workers)
+            batches = wds.WebLoader(stream, batch_size=None, num_workers=self.num_workers,
+                                    pin_memory=torch.cuda.is_available())
         else:
             batches = stream
         for images, labels, skipped in batches:

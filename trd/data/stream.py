@@ -61,8 +61,6 @@ class EpochStream(torch.utils.data.IterableDataset):
                 seen.add(key)
                 if keep is None or key in keep:
                     yield sample
-        except DataError:
-            raise
         except Exception as exc:
             message = f"shard {url} is corrupt or truncated ({type(exc).__name__}: {exc.args[0] if exc.args else exc})"
             if not self.skip_corrupt:

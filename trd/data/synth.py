@@ -39,6 +39,9 @@ PRIMITIVES: tuple[tuple[str, float, float], ...] = (
 )
 NUM_PRIMITIVES = len(PRIMITIVES)
 GRID = 2  # primitives sit in cells of a GRID x GRID layout
+# Bump whenever generated pixels change: embedded shards written by another version
+# are regenerated (see embedded.materialize).
+GENERATOR_VERSION = 1
 UNIVERSE_SEED = 20240601
 
 
@@ -162,6 +165,22 @@ def render(primitive_sets: np.ndarray, size: int, rng: np.random.Generator) -> n
     return (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def _distractors(task: SynthTask, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One extra primitive per sample that is neither in its class's set nor completes
+    another class's set of this task together with one of the sample's own primitives,
+    so a distractor never makes a sample look like a different class."""
+    sets = [set(CLASS_UNIVERSE[c]) for c in task.classes]
+    allowed = []
+    for own in sets:
+        banned = set(own)
+        for other in sets:
+            if other != own and len(other & own) == len(own) - 1:
+                banned |= other - own
+        allowed.append(np.array(sorted(set(range(NUM_PRIMITIVES)) - banned)))
+    choice = rng.random(len(labels))
+    return np.array([allowed[c][int(u * len(allowed[c]))] for c, u in zip(labels, choice)], dtype=np.int64)
+
+
 def generate(task: SynthTask, split: str, size: int = 32, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, size, size, 3) uint8, labels (n,) int64) of a split, in random class order."""
     per_class = {"train": task.train_per_class, "test": task.test_per_class}[split]
@@ -171,7 +190,8 @@ def generate(task: SynthTask, split: str, size: int = 32, chunk: int = 2048) -> 
     # Random order, so any contiguous piece (a shard) or strided slice holds every class.
     labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
     sets = np.asarray([CLASS_UNIVERSE[task.classes[c]] for c in labels], dtype=np.int64).reshape(len(labels), -1)
-    # Shuffle the slot order so a primitive is not tied to the first/second slot draw.
+    sets = np.concatenate([sets, _distractors(task, labels, rng)[:, None]], axis=1)
+    # Shuffle the slot order so neither a class primitive nor the distractor owns a slot.
     sets = np.take_along_axis(sets, np.argsort(rng.random(sets.shape), axis=1), axis=1)
     if not len(labels):
         return np.zeros((0, size, size, 3), np.uint8), labels.astype(np.int64)
