@@ -16,12 +16,12 @@ import submitit
 
 from trd.engine.atomic import atomic_write_json
 from trd.metrics import DONE, read_metrics
-from trd.plan import ConfigError, Plan, StageSpec
+from trd.plan import ConfigError, Plan, StageSpec, take
 from trd.stages.runner import StageJob
 
 LAUNCHER_KEYS = ("name", "wait", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb",
                  "timeout_min", "max_num_timeout", "max_parallel", "partition", "account", "qos",
-                 "array_parallelism", "setup", "additional", "poll_s")
+                 "array_parallelism", "setup", "additional", "poll_s", "signal_delay_s")
 
 
 class LauncherError(RuntimeError):
@@ -36,29 +36,32 @@ class Dispatch:
     not_run: list[str] = field(default_factory=list)  # never started because an input failed
 
 
-def _executor(launcher: Mapping, folder: Path) -> submitit.AutoExecutor:
+def _executor(launcher: Mapping, folder: Path):
     name = launcher["name"]
-    if name == "slurm":
-        for command in ("sbatch", "squeue", "scontrol"):
-            if shutil.which(command) is None:
-                raise LauncherError(f"launcher=slurm needs the SLURM command {command!r}, which is not on PATH: "
-                                    f"run on a SLURM login node, or use launcher=local")
-        ex = submitit.AutoExecutor(folder, cluster="slurm", slurm_max_num_timeout=int(launcher["max_num_timeout"]))
-        params = {
-            "slurm_partition": launcher.get("partition"), "slurm_account": launcher.get("account"),
-            "slurm_qos": launcher.get("qos"), "slurm_array_parallelism": int(launcher.get("array_parallelism", 64)),
-            "slurm_setup": list(launcher.get("setup") or []) or None, "mem_gb": launcher.get("mem_gb"),
-        }
-    elif name == "local":
-        ex = submitit.AutoExecutor(folder, cluster="local", local_max_num_timeout=int(launcher["max_num_timeout"]))
-        params = {}
-    else:
+    tasks = int(launcher.get("tasks_per_node", 1))
+    gpus = int(launcher.get("gpus_per_node", 0))
+    if name == "local":
+        ex = submitit.LocalExecutor(folder, max_num_timeout=int(launcher["max_num_timeout"]))
+        # Fractions of a minute are fine locally (tests exercise the timeout -> requeue path with them).
+        ex.update_parameters(timeout_min=float(launcher["timeout_min"]), tasks_per_node=tasks, gpus_per_node=gpus,
+                             signal_delay_s=int(launcher.get("signal_delay_s", 30)))
+        return ex
+    if name != "slurm":
         raise ConfigError(f"unknown launcher.name={name!r}: use launcher=local or launcher=slurm")
-    ex.update_parameters(
-        name="trd", timeout_min=int(launcher["timeout_min"]), nodes=int(launcher.get("nodes", 1)),
-        tasks_per_node=int(launcher.get("tasks_per_node", 1)), cpus_per_task=int(launcher.get("cpus_per_task", 1)),
-        gpus_per_node=int(launcher.get("gpus_per_node", 0)), **{k: v for k, v in params.items() if v is not None},
-    )
+    for command in ("sbatch", "squeue", "scontrol"):
+        if shutil.which(command) is None:
+            raise LauncherError(f"launcher=slurm needs the SLURM command {command!r}, which is not on PATH: "
+                                f"run on a SLURM login node, or use launcher=local")
+    ex = submitit.SlurmExecutor(folder, max_num_timeout=int(launcher["max_num_timeout"]))
+    params = {
+        "job_name": "trd", "time": max(1, int(launcher["timeout_min"])), "nodes": int(launcher.get("nodes", 1)),
+        "ntasks_per_node": tasks, "cpus_per_task": int(launcher.get("cpus_per_task", 1)),
+        "gpus_per_node": gpus or None, "mem": f"{launcher['mem_gb']}GB" if launcher.get("mem_gb") else None,
+        "partition": launcher.get("partition"), "account": launcher.get("account"), "qos": launcher.get("qos"),
+        "array_parallelism": int(launcher.get("array_parallelism", 64)),
+        "signal_delay_s": int(launcher.get("signal_delay_s", 120)), "setup": list(launcher.get("setup") or []),
+    }
+    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
 
 
@@ -74,14 +77,14 @@ def _arrays(wave: list[StageSpec]) -> list[list[StageSpec]]:
     return list(groups.values())
 
 
-def _submit_array(ex: submitit.AutoExecutor, group: list[StageSpec], dependency: list[str], launcher: Mapping):
+def _submit_array(ex, group: list[StageSpec], dependency: list[str], launcher: Mapping):
     if launcher["name"] == "slurm":
         extra = dict(launcher.get("additional") or {})
         if dependency:
             extra["dependency"] = "afterok:" + ":".join(dependency)
             # A dependent whose input failed is cancelled at once, not left pending forever.
             extra["kill-on-invalid-dep"] = "yes"
-        ex.update_parameters(slurm_additional_parameters=extra or None)
+        ex.update_parameters(additional_parameters=extra)
     jobs = ex.submit_array([StageJob(spec.dir) for spec in group])
     for spec, job in zip(group, jobs):
         _record_job(spec, job)
@@ -111,6 +114,7 @@ def _classify(plan: Plan, names: list[str], result: Dispatch) -> None:
 
 def dispatch(plan: Plan, exp_dir: Path, launcher: Mapping, wait: bool | None = None) -> Dispatch:
     exp_dir = Path(exp_dir)
+    launcher = take(launcher, LAUNCHER_KEYS, "launcher")
     wait = (launcher["name"] == "local") if wait is None else bool(wait)
     if launcher["name"] == "local" and not wait:
         raise ConfigError("launcher=local always waits for its jobs: drop launcher.wait=false")

@@ -14,7 +14,7 @@ import torch
 from trd.engine.checkpoint import CheckpointManager
 from trd.engine.distributed import DistEnv
 from trd.engine.tensorboard import StageLogger
-from trd.losses.finite import NonFiniteError
+from trd.losses.finite import NonFiniteError, check_finite
 
 StepFn = Callable[[object, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, dict]]
 
@@ -28,10 +28,6 @@ def _grad_norm_after_step(engine) -> float | None:
     if norm is None:
         return None
     return float(norm.item() if torch.is_tensor(norm) else norm)
-
-
-def _local_grads_finite(engine) -> bool:
-    return all(torch.isfinite(p.grad).all() for p in engine.module.parameters() if p.grad is not None)
 
 
 def train(
@@ -71,8 +67,8 @@ def train(
             if not math.isfinite(float(loss.detach())):
                 raise NonFiniteError(f"non-finite loss {float(loss.detach())} at epoch {epoch} step {step}")
             backward(engine, loss)
-            if zero_stage == 0 and not _local_grads_finite(engine):
-                raise NonFiniteError(f"non-finite gradient at epoch {epoch} step {step}")
+            if zero_stage == 0:  # ZeRO 1/2 keep gradients in their own buffers; their norm is checked below
+                check_finite(loss, engine.module, step=global_step)
             engine.step()
             norm = _grad_norm_after_step(engine)
             if norm is not None and not math.isfinite(norm):

@@ -1,0 +1,31 @@
+"""Running trd's command line the way a user does, from the repository root."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Small enough for a test: 1 epoch each, the demo's data and model.
+FAST = ["pretrain.epochs=1", "transfer.epochs=1"]
+
+
+def submit(*overrides: str, data_root: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRD_DATA": data_root, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "launch/submit.py", *overrides], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"submit.py exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def stage_metrics(exp_dir: Path) -> dict[str, dict]:
+    plan = json.loads((exp_dir / "plan.json").read_text())
+    return {name: json.loads((Path(s["dir"]) / "metrics.json").read_text()) for name, s in plan["stages"].items()}
+
+
+def stage_dir(exp_dir: Path, name: str) -> Path:
+    return Path(json.loads((exp_dir / "plan.json").read_text())["stages"][name]["dir"])

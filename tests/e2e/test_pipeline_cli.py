@@ -1,0 +1,67 @@
+"""The pipeline through launch/submit.py with the local launcher, as a user runs it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from cli import FAST, stage_dir, stage_metrics, submit
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("out")
+    proc = submit("+exp=demo", f"out_root={out}", *FAST, data_root=data_root)
+    return out, out / "demo", proc
+
+
+def test_demo_runs_every_stage_and_writes_outputs(demo_run):
+    out, exp, proc = demo_run
+    assert f"experiment {exp}" in proc.stdout and "tensorboard --logdir" in proc.stdout
+    metrics = stage_metrics(exp)
+    assert set(metrics) == {"pretrain", "transfer", "tgt", "evaluate/transfer", "evaluate/tgt"}
+    assert all(m["status"] == "done" for m in metrics.values())
+    assert set(metrics["evaluate/transfer"]["acc"]) == {"source", "target"}
+    assert set(metrics["evaluate/tgt"]["acc"]) == {"target"}  # trained from scratch: it has no source head
+    assert metrics["evaluate/transfer"]["method"] == "tl" and metrics["evaluate/tgt"]["method"] == "tgt"
+    for name in ("pretrain", "transfer", "tgt"):
+        d = stage_dir(exp, name)
+        assert (d / "model.safetensors").exists()
+        assert list((d / "tensorboard").glob("events.out.tfevents.*"))
+        assert not (d / "checkpoint").exists()  # resume state is dropped once the stage is done
+        with safe_open(str(d / "model.safetensors"), "pt") as f:
+            assert json.loads(f.metadata()["trd"])["name"] == "cnn"
+    assert (stage_dir(exp, "transfer") / "source_head.safetensors").exists()
+    assert (exp / "config.yaml").exists() and (exp / "stages" / "pretrain").is_symlink()
+
+
+def test_resubmission_reruns_nothing_and_a_new_experiment_reuses_pretraining(demo_run, data_root):
+    out, exp, _ = demo_run
+    before = {n: m for n, m in stage_metrics(exp).items()}
+    again = submit("+exp=demo", f"out_root={out}", *FAST, data_root=data_root)
+    assert "reused finished stages: " in again.stdout and "trd: jobs" not in again.stdout
+    assert stage_metrics(exp) == before
+
+    other = submit("+exp=demo", f"out_root={out}", "name=other", *FAST, "transfer.optim.lr=0.01", data_root=data_root)
+    assert "reused finished stages: pretrain" in other.stdout
+    assert stage_dir(out / "other", "pretrain") == stage_dir(exp, "pretrain")
+    assert stage_dir(out / "other", "transfer") != stage_dir(exp, "transfer")
+    assert stage_metrics(out / "other")["transfer"]["status"] == "done"
+
+
+def test_unknown_key_in_config_is_a_one_line_error(tmp_path, data_root):
+    proc = submit("+exp=demo", f"out_root={tmp_path}", "+pretrain.epochz=3", data_root=data_root, check=False)
+    assert proc.returncode == 2
+    assert "trd: error: unknown config key pretrain.epochz: pretrain takes" in proc.stderr
+    assert not (tmp_path / "demo").exists()
+    typo = submit("+exp=demo", f"out_root={tmp_path}", "pretrain.epochz=3", data_root=data_root, check=False)
+    assert typo.returncode != 0 and "epochz" in typo.stderr  # Hydra itself refuses to override a missing key
+
+
+def test_model_and_data_mismatch_is_a_one_line_error(tmp_path, data_root):
+    proc = submit("+exp=demo", f"out_root={tmp_path}", "data.target.image_size=48", data_root=data_root, check=False)
+    assert proc.returncode == 2
+    assert "data.target.image_size=48 differs from data.source.image_size=32" in proc.stderr
