@@ -2,12 +2,13 @@ import pytest
 import torch
 from torch import nn
 
-from trd.losses.batchnorm_double_backward import _BatchNormTrainBackward, fast_batchnorm_double_backward
+from trd.losses.batchnorm_double_backward import _BatchNormTrainBackward
+from trd.losses.double_backward_mode import fast_double_backward
 
 
 def hessian_vector_product(module, x, params, fast):
     """Gradient of <grad f, v> for a scalar f of the module output, through the BN first backward."""
-    with fast_batchnorm_double_backward() if fast else torch.enable_grad():
+    with fast_double_backward() if fast else torch.enable_grad():
         out = module(x * 1.3)
     weights = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view(out.shape)
     grads = torch.autograd.grad((torch.tanh(out) ** 2 * weights).sum(), params, create_graph=True)
@@ -50,12 +51,12 @@ def test_hand_derived_backward_passes_gradcheck():
 def test_forward_running_stats_and_eval_mode_are_unchanged():
     fast_norm, native_norm = nn.BatchNorm2d(3).double(), nn.BatchNorm2d(3).double()
     x = torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    with fast_batchnorm_double_backward():
+    with fast_double_backward():
         fast_out = fast_norm(x)
     torch.testing.assert_close(fast_out, native_norm(x))
     for got, want in zip(fast_norm.buffers(), native_norm.buffers()):
         torch.testing.assert_close(got, want)
     fast_norm.eval()
     native_norm.eval()
-    with fast_batchnorm_double_backward():
+    with fast_double_backward():
         torch.testing.assert_close(fast_norm(x), native_norm(x))

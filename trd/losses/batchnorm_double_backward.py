@@ -2,8 +2,8 @@
 
 PyTorch's double backward of ``native_batch_norm`` is written as ~100 separate elementwise and
 reduction ops per call; on a CPU ResNet-18 it took about half the time of a gradient-collision
-step.  Inside :func:`fast_batchnorm_double_backward` every train-mode ``F.batch_norm`` call runs
-through :class:`_BatchNormTrain`, whose backward is itself a custom function
+step.  :func:`batch_norm_train` (used by :mod:`trd.losses.double_backward_mode`) runs through
+:class:`_BatchNormTrain`, whose backward is itself a custom function
 (:class:`_BatchNormTrainBackward`) with a hand-derived backward.  Forward and first backward
 stay the native fused kernels, so values, running-statistics updates and first-order gradients
 are unchanged; only the second-order pass is replaced.
@@ -27,13 +27,8 @@ and every term is a per-channel linear combination of u, dy and x, so each gradi
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
 _aten = torch.ops.aten
 
@@ -122,27 +117,6 @@ class _BatchNormTrainBackward(torch.autograd.Function):
         return grad_dy, grad_x, grad_weight, None, None, None
 
 
-def _batch_norm_arguments(
-    input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
-):
-    return input, running_mean, running_var, weight, bias, training, momentum, eps
-
-
-class _TrainBatchNormMode(TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.batch_norm:
-            input, running_mean, running_var, weight, bias, training, momentum, eps = _batch_norm_arguments(
-                *args, **kwargs
-            )
-            if training:
-                F._verify_batch_size(input.size())
-                return _BatchNormTrain.apply(input, weight, bias, running_mean, running_var, momentum, eps)
-        return func(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def fast_batchnorm_double_backward() -> Iterator[None]:
-    """Route train-mode ``F.batch_norm`` calls made inside the block through the cheap double backward."""
-    with _TrainBatchNormMode():
-        yield
+def batch_norm_train(x: Tensor, weight, bias, running_mean, running_var, momentum: float, eps: float) -> Tensor:
+    """Train-mode ``F.batch_norm`` (batch statistics, running buffers updated) with the cheap double backward."""
+    return _BatchNormTrain.apply(x, weight, bias, running_mean, running_var, momentum, eps)

@@ -81,7 +81,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trd.losses import flat_collectives
-from trd.losses.batchnorm_double_backward import fast_batchnorm_double_backward
+from trd.losses.double_backward_mode import fast_double_backward
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
 
@@ -200,7 +200,7 @@ def _chunk_gradients(
     grads = []
     with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
         for x, y in zip(inputs.split(size), targets.split(size)):
-            with fast_batchnorm_double_backward():
+            with fast_double_backward():
                 logits = model(x)
             loss = criterion(logits, y)
             grads.append(
