@@ -104,21 +104,24 @@ def final_state(job_id: str, timeout: float = 30) -> str:
 
 
 def wait_for_job(job: Any, timeout: float) -> str:
-    """Wait until a submitit job has finished, whether or not sacct works; return SLURM's state.
+    """Wait until SLURM has finished a submitit job, whether or not sacct works;
+    return its final state (COMPLETED, FAILED, CANCELLED, ...).
 
     submitit's own job.done() is true once every task's result pickle exists, or
     once sacct reports a final state. Without accounting sacct fails (submitit
     logs "Bypassing sacct error" and keeps the state UNKNOWN), so a job that
     never writes a result (cancelled, killed, DependencyNeverSatisfied) would be
-    waited on forever: hence the check of slurmctld's record as well.
+    waited on forever; and a result pickle can appear while the job is still
+    RUNNING. Hence slurmctld's record is what decides here. Once that record is
+    purged (MinJobAge) the result pickles are all there is: "UNKNOWN" then.
     """
 
     def finished() -> str | None:
         state = job_state(job.job_id)
         if state in FINAL_STATES:
             return state
-        if all(job.task(i).paths.result_pickle.exists() for i in range(job.num_tasks)):
-            return state if state != "UNKNOWN" else "RESULT_WRITTEN"
+        if state == "UNKNOWN" and all(job.task(i).paths.result_pickle.exists() for i in range(job.num_tasks)):
+            return state
         return None
 
     return wait_until(finished, timeout, f"SLURM job {job.job_id} to finish (state {job_state(job.job_id)})")
