@@ -112,8 +112,9 @@ def test_undecodable_image_found_while_streaming(tmp_path, num_workers):
     samples = [good(0), good(1), {"__key__": "k002", "png": b"\x89PNG\r\n\x1a\n garbage", "cls": 2}, good(3)]
     role = raw_role(tmp_path, samples)
     loader = build_loader(role, "train", 2, train=False, num_workers=num_workers)
-    with pytest.raises(DataError, match="'k002'.*cannot be decoded"):
+    with pytest.raises(DataError, match="'k002'.*cannot be decoded") as info:
         list(loader)
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
     loader = build_loader(role, "train", 2, train=False, num_workers=num_workers, skip_corrupt=True)
     with pytest.warns(UserWarning, match="k002"):
         ids = sum(epoch_ids(loader), [])
@@ -151,3 +152,12 @@ def test_shard_without_usable_samples(tmp_path):
     role = raw_role(tmp_path, [])
     raises_one_line("no usable samples", build_loader, role, "train", 2, train=True)
     assert np.isscalar(0)
+
+
+def test_duplicate_keys_in_a_shard(tmp_path):
+    role = raw_role(tmp_path, [good(0), good(1), good(2), {**good(3), "__key__": "k001"}])
+    message = raises_one_line("duplicate key", build_loader, role, "train", 2, train=True)
+    assert "'k001'" in message and "unique key" in message
+    with pytest.warns(UserWarning, match="duplicate key"):
+        loader = build_loader(role, "train", 2, train=False, skip_corrupt=True)
+    assert sorted(sum(epoch_ids(loader), [])) == [0, 1, 2] and loader.corrupt_skipped == 1

@@ -70,7 +70,7 @@ def build_catalog(spec: RoleSpec, split: str, skip_corrupt: bool) -> Catalog:
             key, reason = index.bad[0]
             message = f"sample '{key}' in shard {index.url}: {reason} ({len(index.bad)} bad samples in this shard)"
             if not skip_corrupt:
-                raise DataError(message + ": every sample needs an image and an integer 'cls'; fix the shard or pass skip_corrupt=True")
+                raise DataError(message + ": fix the shard (each sample needs a unique key, an image and an integer 'cls') or pass skip_corrupt=True")
             warnings.warn(message + "; skipping them (skip_corrupt=True)", stacklevel=3)
             corrupt += len(index.bad)
         _check_labels(index, spec.num_classes)

@@ -108,10 +108,12 @@ class ShardLoader:
                                     pin_memory=torch.cuda.is_available())
         else:
             batches = stream
-        for images, labels, skipped in batches:
+        for images, labels, skipped, error in batches:
             for message in skipped:
                 warnings.warn(message, stacklevel=2)
             self.corrupt_skipped += len(skipped)
+            if error is not None:
+                raise DataError(error)
             if images is not None:
                 yield images, labels
 

@@ -27,6 +27,12 @@ def _plain(role) -> dict:
 
 @dataclass(frozen=True)
 class RoleSpec:
+    """A role node's keys. Required: train, test (shard brace patterns), num_classes,
+    image_size. Optional: fraction (class-balanced share of the train split, in (0, 1])
+    and fraction_seed; embedded (name in trd.data.EMBEDDED, generated at the patterns
+    when missing); mean, std (one number or three); augment (random crop + flip for
+    train loaders, default true); shuffle_buffer (samples, default 1000)."""
+
     train: str
     test: str
     num_classes: int

@@ -1,9 +1,11 @@
 """The per-epoch IterableDataset: reads a WorkerPlan's shards and yields finished batches.
 
 It runs inside DataLoader workers (or in the main process with num_workers=0) and
-yields (images, labels, skip_messages): what was skipped since the previous batch
-travels with the batches, because a worker process can neither update the loader's
-counter nor show a warning in the main process.
+yields (images, labels, skip_messages, error): what was skipped since the previous
+batch travels with the batches, because a worker process can neither update the
+loader's counter nor show a warning in the main process; a DataError travels the same
+way, because the DataLoader would re-raise it wrapped in a worker traceback instead
+of the one-line message.
 """
 
 from __future__ import annotations
@@ -113,9 +115,15 @@ class EpochStream(torch.utils.data.IterableDataset):
             generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, batch_index, 0xA6))
             images = random_crop_flip(images, generator)
         skipped, self._skipped = self._skipped, []
-        return normalise(images.contiguous(), self.spec.mean, self.spec.std), labels, skipped
+        return normalise(images.contiguous(), self.spec.mean, self.spec.std), labels, skipped, None
 
     def __iter__(self):
+        try:
+            yield from self._batches()
+        except DataError as exc:
+            yield None, None, self._skipped, str(exc)
+
+    def _batches(self):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         workers = len(self.plans)
@@ -137,4 +145,4 @@ class EpochStream(torch.utils.data.IterableDataset):
             # Skips after an eval stream's last batch still have to reach the main process.
             # (Train streams never read past their last batch, and an extra item would
             # break the DataLoader's round-robin order.)
-            yield None, None, self._skipped
+            yield None, None, self._skipped, None
