@@ -45,7 +45,7 @@ pid_alive() {  # <daemon>: true iff its pid file names a live process of this cl
     [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
     # A stale pid file may name a recycled pid: only trust a process whose
     # command line (or, for slurmdbd, environment) names this directory.
-    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR" \
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR/" \
         || tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$CONF"
 }
 
@@ -101,9 +101,9 @@ want_accounting() {
     case "${TRD_SLURM_ACCOUNTING:-auto}" in
         0|no|false) return 1 ;;
         1|yes|true)
-            command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null \
-                || die "TRD_SLURM_ACCOUNTING=1 but slurmdbd/mariadbd missing: run slurm/install_test_cluster.sh"
-            return 0 ;;
+            if ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
+                die "TRD_SLURM_ACCOUNTING=1 but slurmdbd/mariadbd missing: run slurm/install_test_cluster.sh"
+            fi ;;
         auto) command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null ;;
         *) die "TRD_SLURM_ACCOUNTING must be auto, 1 or 0" ;;
     esac
@@ -252,6 +252,10 @@ start_mariadbd() {
         --pid-file="$RUN/mariadbd.pid" --log-error="$LOG/mariadbd.log" --skip-log-bin \
         --innodb-buffer-pool-size=32M --innodb-log-file-size=8M \
         </dev/null >/dev/null 2>&1 9>&- &
+    # setsid execs in place (we are no group leader), so $! is mariadbd. Record
+    # it now: mariadbd writes its own pid file only once initialised, and a
+    # failed start must still be able to stop it.
+    echo "$!" >"$RUN/mariadbd.pid"
     wait_for "mariadbd on port $DB_PORT" port_open "$DB_PORT"
 }
 
@@ -291,6 +295,7 @@ start_all() {
     slurmctld -f "$CONF" </dev/null >/dev/null 2>&1 9>&- || { logs_tail; die "slurmctld failed to start"; }
     wait_for "slurmctld to answer" scontrol ping
     slurmd -f "$CONF" </dev/null >/dev/null 2>&1 9>&- || { logs_tail; die "slurmd failed to start"; }
+    wait_for "the node to be idle in sinfo" node_idle
 }
 
 cmd_start() {
@@ -322,18 +327,16 @@ cmd_start() {
         exec 9>/tmp/trd-slurm-test-cluster.lock
         flock -w 120 9 || die "another test_cluster.sh start held /tmp/trd-slurm-test-cluster.lock for 120s"
         start_all
-    ) || { stop_daemons; exit 1; }
-    wait_for "the node to be idle in sinfo" node_idle || { stop_daemons; exit 1; }
+    ) || { stop_daemons; exit 1; }  # never leave a half-started cluster behind
     print_env
 }
 
 cancel_jobs() {
     # slurmd does not kill running jobs when it stops: cancel them and wait
     # until their processes are gone (KillWait=5 bounds this).
-    local ids deadline=$((SECONDS + 30))
+    local deadline=$((SECONDS + 30))
     pid_alive slurmctld || return 0
-    ids=$(squeue -h -o %i -t PD,R,CG,S,CF 2>/dev/null || true)
-    [[ -n "$ids" ]] && scancel $ids 2>/dev/null || true
+    scancel --partition=debug 2>/dev/null || true  # every job, any user: the only partition
     while (( SECONDS < deadline )); do
         [[ -z "$(squeue -h -o %i -t PD,R,CG,S,CF 2>/dev/null)" ]] && return 0
         sleep 0.3

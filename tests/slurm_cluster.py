@@ -1,10 +1,13 @@
 """pytest plugin: a real one-node SLURM cluster for tests marked ``slurm``.
 
-Enable it in tests/conftest.py with::
+Enable it in the repository's root conftest.py (tests/ has no __init__.py, so
+`tests.` is importable only when the root is on sys.path: a root conftest puts
+it there; a tests/conftest.py alone does not under plain `pytest`)::
 
     pytest_plugins = ["tests.slurm_cluster"]
 
-and use it with::
+or, from tests/conftest.py, ``from slurm_cluster import slurm_cluster  # noqa: F401``
+(pytest puts tests/ on sys.path for it), and use it with::
 
     @pytest.mark.slurm
     def test_x(slurm_cluster): ...
