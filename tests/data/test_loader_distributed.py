@@ -139,6 +139,7 @@ def test_fewer_shards_than_ranks_times_workers_splits_by_sample(tmp_path):
     assert sorted(i for l in evals for b in epoch_ids(l) for i in b) == list(range(9))
 
 
+@pytest.mark.filterwarnings("ignore:.*splitting by sample")
 def test_split_smaller_than_one_global_batch_still_yields_a_step(tmp_path):
     role = id_role(tmp_path, [3])
     loaders = rank_loaders(role, batch_size=4, num_workers=0)

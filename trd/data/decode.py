@@ -10,9 +10,15 @@ from PIL import Image
 from .errors import DataError
 from .index import IMAGE_EXTENSIONS
 
+SKIP_HINT = "re-create the shard (every sample needs an image and an integer 'cls') or pass skip_corrupt=True to skip such samples"
+
 
 class CorruptSample(DataError):
     """A sample that cannot be used at all (skippable with skip_corrupt), unlike a config mismatch."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}: {fix}")
+        self.problem = problem
 
 
 def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
@@ -32,18 +38,18 @@ def decode_sample(sample: dict, image_size: int, num_classes: int) -> tuple[np.n
     where = f"sample '{sample.get('__key__')}' in shard {sample.get('__url__')}"
     ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
     if ext is None:
-        raise CorruptSample(f"{where} has no image (.{', .'.join(IMAGE_EXTENSIONS)}): every sample needs one; fix the shard or pass skip_corrupt=True")
+        raise CorruptSample(f"{where} has no image (.{', .'.join(IMAGE_EXTENSIONS)})", SKIP_HINT)
     if "cls" not in sample:
-        raise CorruptSample(f"{where} has no 'cls' label: every sample needs an integer class; fix the shard or pass skip_corrupt=True")
+        raise CorruptSample(f"{where} has no 'cls' label", SKIP_HINT)
     try:
         label = int(bytes(sample["cls"]).decode("utf-8").strip())
     except ValueError:
-        raise CorruptSample(f"{where}: 'cls' is not an integer; fix the shard or pass skip_corrupt=True") from None
+        raise CorruptSample(f"{where}: 'cls' is not an integer", SKIP_HINT) from None
     if not 0 <= label < num_classes:
         raise DataError(f"label {label} of {where} is outside [0, {num_classes}): set num_classes to the dataset's class count or fix the labels")
     try:
         with Image.open(io.BytesIO(sample[ext])) as image:
             pixels = to_square_rgb(image, image_size)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptSample(f"{where}: .{ext} cannot be decoded ({exc}); re-create the shard or pass skip_corrupt=True") from None
+        raise CorruptSample(f"{where}: .{ext} cannot be decoded ({exc})", SKIP_HINT) from None
     return pixels, label

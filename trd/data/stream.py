@@ -106,7 +106,7 @@ class EpochStream(torch.utils.data.IterableDataset):
             except CorruptSample as exc:
                 if not self.skip_corrupt:
                     raise
-                self._skipped.append(f"{exc}; skipped it (skip_corrupt=True)")
+                self._skipped.append(f"{exc.problem}; skipped it (skip_corrupt=True)")
 
     def _finish(self, items: list[tuple[np.ndarray, int]], batch_index: int):
         images = torch.from_numpy(np.stack([pixels for pixels, _ in items])).permute(0, 3, 1, 2)
