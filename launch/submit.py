@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from trd.data.errors import DataError
 from trd.dispatch import LauncherError
 from trd.experiment import plan_experiment, run
 from trd.plan import ConfigError
@@ -26,7 +27,7 @@ def main(cfg: DictConfig) -> None:
             sweep.collect(cfg, plan_experiment(cfg), HydraConfig.get().job.override_dirname)
             return
         result = run(cfg)
-    except (ConfigError, LauncherError) as err:
+    except (ConfigError, DataError, LauncherError) as err:
         print(f"trd: error: {err}", file=sys.stderr)
         sys.exit(2)
     if result.failed:

@@ -32,7 +32,13 @@ def launch(plan: Plan, exp_dir: Path, launcher: DictConfig, config_yaml: str | N
         print("trd: jobs " + ", ".join(f"{n}={j}" for n, j in result.jobs.items()))
     finished = launcher["name"] == "local" or wait
     if finished:
-        print(format_status(stage_rows(exp_dir)))
+        rows = stage_rows(exp_dir)
+        print(format_status(rows))
+        logs = {r["stage"]: r["log"] for r in rows}
+        for name in result.failed:
+            print(f"trd: stage {name} failed; its log: {logs[name]}")
+        for name in result.not_run:
+            print(f"trd: stage {name} did not run because an input stage failed")
     else:
         print(f"trd: submitted; follow with: python launch/status.py {exp_dir}")
     print(f"trd: results in {exp_dir}   TensorBoard: tensorboard --logdir {exp_dir}/stages")

@@ -20,6 +20,8 @@ from trd.engine.atomic import atomic_write_json, read_json
 
 # Bump when a change to the code changes what an existing stage config produces.
 STAGE_FORMAT = 1
+# Config keys a stage needs that do not change its output (how often it checkpoints), kept out of its hash.
+UNHASHED_KEYS = frozenset({"checkpoint_every"})
 
 
 class ConfigError(ValueError):
@@ -41,6 +43,14 @@ def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _output_relevant(obj):
+    if isinstance(obj, Mapping):
+        return {k: _output_relevant(v) for k, v in obj.items() if k not in UNHASHED_KEYS}
+    if isinstance(obj, (list, tuple)):
+        return [_output_relevant(v) for v in obj]
+    return obj
+
+
 class Plan:
     def __init__(self, out_root: str | Path):
         self.out_root = Path(out_root).resolve()
@@ -53,7 +63,7 @@ class Plan:
             if dep not in self.stages:
                 raise ConfigError(f"stage {name} needs stage {dep!r} as its {role}, which the plan does not have")
         identity = {
-            "format": STAGE_FORMAT, "kind": kind, "config": config, "labels": labels or {},
+            "format": STAGE_FORMAT, "kind": kind, "config": _output_relevant(config), "labels": labels or {},
             "inputs": {role: self.stages[dep].hash for role, dep in inputs.items()},
         }
         digest = hashlib.sha256(_canonical(identity).encode()).hexdigest()[:16]

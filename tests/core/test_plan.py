@@ -66,3 +66,10 @@ def test_take_refuses_unknown_keys():
     assert take({"epochs": 1}, ("epochs", "lr"), "pretrain") == {"epochs": 1}
     with pytest.raises(ConfigError, match=r"unknown config key pretrain\.epochz: pretrain takes epochs, lr"):
         take({"epochz": 1}, ("epochs", "lr"), "pretrain")
+
+
+def test_checkpoint_frequency_does_not_change_the_hash(tmp_path):
+    a, b = Plan(tmp_path), Plan(tmp_path)
+    a.add("pretrain", "pretrain", {"train": {"epochs": 2, "checkpoint_every": 5}})
+    b.add("pretrain", "pretrain", {"train": {"epochs": 2, "checkpoint_every": 500}})
+    assert a["pretrain"].hash == b["pretrain"].hash

@@ -65,3 +65,41 @@ def test_model_and_data_mismatch_is_a_one_line_error(tmp_path, data_root):
     proc = submit("+exp=demo", f"out_root={tmp_path}", "data.target.image_size=48", data_root=data_root, check=False)
     assert proc.returncode == 2
     assert "data.target.image_size=48 differs from data.source.image_size=32" in proc.stderr
+
+
+def test_missing_shards_fail_at_submission_naming_pattern_and_fix(tmp_path, data_root):
+    proc = submit("+exp=demo", f"out_root={tmp_path}", "data.target.embedded=null",
+                  f"data.target.train='{tmp_path}/none/train-{{000000..000003}}.tar'", data_root=data_root, check=False)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("trd: error: data.target.train: 4 of 4 shards of pattern")
+    assert "launch/make_shards.py" in line
+    assert not (tmp_path / "demo").exists()
+
+
+def test_failed_stage_is_reported_and_its_dependents_never_run(tmp_path, data_root):
+    # Labels 0..19 with num_classes=5: the source data does not fit the model, found while training.
+    proc = submit("+exp=demo", f"out_root={tmp_path}", *FAST, "data.source.num_classes=5", data_root=data_root,
+                  check=False)
+    assert proc.returncode == 1
+    exp = tmp_path / "demo"
+    metrics = {n: m for n, m in stage_metrics_or_none(exp).items()}
+    assert metrics["pretrain"]["status"] == "failed"
+    assert "num_classes" in metrics["pretrain"]["error"] and "\n" not in metrics["pretrain"]["error"]
+    assert metrics["transfer"] is None and metrics["evaluate/transfer"] is None  # never started
+    assert metrics["tgt"]["status"] == "done"  # independent of pretraining
+    dispatched = json.loads((exp / "dispatch.json").read_text())
+    assert dispatched["failed"] == ["pretrain"]
+    assert set(dispatched["not_run"]) == {"transfer", "evaluate/transfer"}
+    assert "pretrain" in proc.stdout and "failed" in proc.stdout and metrics["pretrain"]["log"] in proc.stdout
+
+
+def stage_metrics_or_none(exp):
+    from pathlib import Path
+
+    plan = json.loads((exp / "plan.json").read_text())
+    out = {}
+    for name, s in plan["stages"].items():
+        path = Path(s["dir"]) / "metrics.json"
+        out[name] = json.loads(path.read_text()) if path.exists() else None
+    return out

@@ -34,7 +34,23 @@ def role_config(cfg: Mapping, role_path: str) -> dict:
         if role.get(key) in (None, ""):
             raise ConfigError(f"data.{role_path}.{key} is missing: every dataset role needs {key}")
     role["train"], role["test"] = _absolute(role["train"]), _absolute(role["test"])
+    if not role.get("embedded"):
+        _check_shards_exist(role, role_path)
     return role
+
+
+def _check_shards_exist(role: dict, role_path: str) -> None:
+    """Fails at submission, not hours later in a queued job, when local shards are missing."""
+    from trd.data.errors import DataError
+    from trd.data.urls import require_shards
+
+    for split in ("train", "test"):
+        if "://" in role[split] or role[split].startswith("pipe:"):
+            continue
+        try:
+            require_shards(role[split])
+        except DataError as err:
+            raise ConfigError(f"data.{role_path}.{split}: {err}") from None
 
 
 def data_options(cfg: Mapping) -> dict:

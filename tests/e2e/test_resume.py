@@ -1,0 +1,104 @@
+"""A stage killed or preempted mid-epoch resumes from its last checkpoint and ends exactly where an
+uninterrupted run ends."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from cli import REPO, stage_dir, submit
+from trd.experiment import plan_experiment
+
+pytestmark = pytest.mark.slow
+
+# Two epochs of the demo's pretraining on a quarter of the source data (15 steps an epoch), with a
+# checkpoint every 4 steps: a kill lands mid-epoch.
+RESUMABLE = ["+exp=demo", "stages=[pretrain]", "pretrain.epochs=2", "pretrain.checkpoint_every=4",
+             "+data.source.fraction=0.25"]
+
+
+def _plan_pretrain(out_root: Path, data_root: str, monkeypatch) -> Path:
+    monkeypatch.setenv("TRD_DATA", data_root)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*RESUMABLE, f"out_root={out_root}"])
+    plan = plan_experiment(cfg)
+    plan.write(out_root / "demo")
+    return plan["pretrain"].dir
+
+
+def _runner(stage: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return subprocess.Popen([sys.executable, "-m", "trd.stages.runner", str(stage)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(stage: Path) -> None:
+    proc = _runner(stage)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def _weights(stage: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(stage / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_root):
+    monkeypatch = pytest.MonkeyPatch()
+    stage = _plan_pretrain(tmp_path_factory.mktemp("reference"), data_root, monkeypatch)
+    monkeypatch.undo()
+    _finish(stage)
+    return _weights(stage), json.loads((stage / "metrics.json").read_text())
+
+
+def _assert_same_model(weights, reference_weights):
+    assert weights.keys() == reference_weights.keys()
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, reference_weights[name], rtol=0, atol=0, msg=name)
+
+
+def test_killed_stage_resumes_mid_epoch_to_the_uninterrupted_result(tmp_path, data_root, monkeypatch, reference):
+    stage = _plan_pretrain(tmp_path, data_root, monkeypatch)
+    proc = _runner(stage)
+    pointer = stage / "checkpoint" / "resume.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        progress = json.loads(pointer.read_text())["progress"] if pointer.exists() else None
+        if progress and progress["epoch"] == 0 and progress["step"] >= 8:
+            break
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    else:
+        pytest.fail("no mid-epoch checkpoint appeared")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((stage / "metrics.json").read_text())["status"] == "running"
+    assert not (stage / "model.safetensors").exists()
+    _finish(stage)
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["status"] == "done"
+    assert metrics["acc"] == reference[1]["acc"] and metrics["steps"] == reference[1]["steps"]
+    _assert_same_model(_weights(stage), reference[0])
+
+
+def test_timed_out_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp_path, data_root, reference):
+    # submitit's local executor sends the requeue signal 15 s before a 30 s limit: the job checkpoints
+    # through submitit's Checkpointable, exits, is restarted and resumes, as it would on SLURM.
+    proc = submit(*RESUMABLE, f"out_root={tmp_path}", "launcher.timeout_min=0.5", "launcher.signal_delay_s=15",
+                  "launcher.max_num_timeout=5", data_root=data_root)
+    stage = stage_dir(tmp_path / "demo", "pretrain")
+    job = json.loads((stage / "job.json").read_text())
+    log = Path(job["stdout"]).read_text()  # submitit logs its signal handling to the job's stdout
+    assert "Calling checkpoint method" in log and "Requeued job" in log, log[-2000:]
+    assert json.loads((stage / "metrics.json").read_text())["status"] == "done"
+    _assert_same_model(_weights(stage), reference[0])
+    assert "pretrain" in proc.stdout
