@@ -18,3 +18,7 @@ def data_root(tmp_path_factory) -> str:
 def _session_env(tmp_path_factory):
     os.environ.setdefault("TRD_CACHE", str(tmp_path_factory.mktemp("trd-cache")))
     yield
+
+
+# The real one-node SLURM cluster for tests marked `slurm` (pytest puts tests/ on sys.path for conftest).
+from slurm_cluster import slurm_cluster  # noqa: E402,F401

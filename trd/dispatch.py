@@ -6,7 +6,9 @@ wave, since it has no dependencies of its own.
 """
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import submitit
 
-from trd.engine.atomic import atomic_write_json
+from trd.engine.atomic import atomic_write_json, read_json
 from trd.metrics import DONE, read_metrics
 from trd.plan import ConfigError, Plan, StageSpec, take
 from trd.stages.runner import StageJob
@@ -91,11 +93,43 @@ def _submit_array(ex, group: list[StageSpec], dependency: list[str], launcher: M
     return jobs
 
 
-def _wait(jobs: dict[str, object], poll_s: float) -> None:
+# SLURM states after which a job will not run again (REQUEUED and PREEMPTED are not final).
+SLURM_FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                         "DEADLINE"})
+
+
+def slurm_state(job_id: str) -> str | None:
+    """slurmctld's state of a job or array task; None once it has forgotten the job (MinJobAge).
+
+    submitit asks sacct, which fails on clusters without accounting storage and then never reports a
+    cancelled job as done; scontrol reads slurmctld itself.
+    """
+    proc = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True)
+    match = re.search(r"\bJobState=(\w+)", proc.stdout) if proc.returncode == 0 else None
+    return match.group(1) if match else None
+
+
+def _job_finished(launcher_name: str, job) -> bool:
+    if launcher_name == "local":
+        return job.done()
+    state = slurm_state(job.job_id)
+    return state is None or state in SLURM_FINAL
+
+
+def _active_slurm_job(spec: StageSpec) -> str | None:
+    """The job of an earlier submission that is still queued or running this stage, if any."""
+    job_id = read_json(spec.dir / "job.json", default={}).get("job_id")
+    if job_id is None:
+        return None
+    state = slurm_state(job_id)
+    return job_id if state is not None and state not in SLURM_FINAL else None
+
+
+def _wait(jobs: dict[str, object], launcher_name: str, poll_s: float) -> None:
     pending = dict(jobs)
     while pending:
         for name, job in list(pending.items()):
-            if job.done():
+            if _job_finished(launcher_name, job):
                 pending.pop(name)
         if pending:
             time.sleep(poll_s)
@@ -112,42 +146,78 @@ def _classify(plan: Plan, names: list[str], result: Dispatch) -> None:
             result.failed.append(name)
 
 
+def _todo(wave: list[StageSpec], plan: Plan, result: Dispatch) -> list[StageSpec]:
+    todo = []
+    for spec in wave:
+        if read_metrics(spec.dir).get("status") == DONE:
+            result.skipped.append(spec.name)
+        elif any(d in result.failed or d in result.not_run for d in spec.inputs.values()):
+            result.not_run.append(spec.name)
+        else:
+            todo.append(spec)
+    return todo
+
+
+def _run_local(plan: Plan, ex, launcher: Mapping, result: Dispatch) -> dict[str, object]:
+    """Wave by wave, at most max_parallel jobs at a time, waiting for each."""
+    submitted: dict[str, object] = {}
+    max_parallel = max(1, int(launcher.get("max_parallel", 1)))
+    for wave in plan.waves():
+        todo = _todo(wave, plan, result)
+        for group in _arrays(todo):
+            for start in range(0, len(group), max_parallel):
+                part = group[start:start + max_parallel]
+                jobs = dict(zip([s.name for s in part], _submit_array(ex, part, [], launcher)))
+                _wait(jobs, "local", float(launcher["poll_s"]))
+                submitted.update(jobs)
+        _classify(plan, [s.name for s in todo], result)
+    return submitted
+
+
+def _submit_slurm(plan: Plan, ex, launcher: Mapping, result: Dispatch) -> dict[str, object]:
+    """Every wave at once, each array depending (afterok) on the jobs of its inputs; all or nothing."""
+    submitted: dict[str, object] = {}
+    dependency_ids: dict[str, str] = {}  # stage -> job id that will produce it
+    try:
+        for wave in plan.waves():
+            todo = []
+            for spec in _todo(wave, plan, result):
+                active = _active_slurm_job(spec)
+                if active is not None:  # already queued by an earlier submission: depend on it, don't duplicate
+                    dependency_ids[spec.name] = active
+                    result.jobs[spec.name] = active
+                else:
+                    todo.append(spec)
+            for group in _arrays(todo):
+                deps = sorted({dependency_ids[d] for s in group for d in s.inputs.values() if d in dependency_ids})
+                jobs = dict(zip([s.name for s in group], _submit_array(ex, group, deps, launcher)))
+                submitted.update(jobs)
+                dependency_ids.update({name: job.job_id for name, job in jobs.items()})
+    except submitit.core.utils.FailedJobError as err:
+        for job in submitted.values():
+            subprocess.run(["scancel", str(job.job_id)], capture_output=True)
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise LauncherError(f"SLURM refused the submission, nothing was submitted: {message}") from None
+    return submitted
+
+
 def dispatch(plan: Plan, exp_dir: Path, launcher: Mapping, wait: bool | None = None) -> Dispatch:
     exp_dir = Path(exp_dir)
     launcher = take(launcher, LAUNCHER_KEYS, "launcher")
+    launcher.setdefault("poll_s", 2.0)
     wait = (launcher["name"] == "local") if wait is None else bool(wait)
     if launcher["name"] == "local" and not wait:
         raise ConfigError("launcher=local always waits for its jobs: drop launcher.wait=false")
     ex = _executor(launcher, exp_dir / "jobs" / "%j")
     result = Dispatch()
-    submitted: dict[str, object] = {}
-    poll_s = float(launcher.get("poll_s", 2.0))
-    for wave in plan.waves():
-        todo = []
-        for spec in wave:
-            if read_metrics(spec.dir).get("status") == DONE:
-                result.skipped.append(spec.name)
-            elif any(plan[d].name in result.failed + result.not_run for d in spec.inputs.values()):
-                result.not_run.append(spec.name)
-            else:
-                todo.append(spec)
-        for group in _arrays(todo):
-            if launcher["name"] == "local":
-                max_parallel = max(1, int(launcher.get("max_parallel", 1)))
-                for start in range(0, len(group), max_parallel):
-                    part = group[start:start + max_parallel]
-                    jobs = _submit_array(ex, part, [], launcher)
-                    _wait(dict(zip([s.name for s in part], jobs)), poll_s)
-                    submitted.update(zip([s.name for s in part], jobs))
-            else:
-                deps = sorted({submitted[d].job_id for s in group for d in s.inputs.values() if d in submitted})
-                submitted.update(zip([s.name for s in group], _submit_array(ex, group, deps, launcher)))
-        if launcher["name"] == "local":
-            _classify(plan, [s.name for s in todo], result)
-    result.jobs = {name: job.job_id for name, job in submitted.items()}
+    if launcher["name"] == "local":
+        submitted = _run_local(plan, ex, launcher, result)
+    else:
+        submitted = _submit_slurm(plan, ex, launcher, result)
+    result.jobs.update({name: job.job_id for name, job in submitted.items()})
     if wait and launcher["name"] != "local":
-        _wait(submitted, poll_s)
-        _classify(plan, list(submitted), result)
+        _wait(submitted, launcher["name"], float(launcher["poll_s"]))
+        _classify(plan, [n for n in plan.stages if n in result.jobs], result)
     atomic_write_json(exp_dir / "dispatch.json", {"jobs": result.jobs, "reused": result.skipped,
                                                   "failed": result.failed, "not_run": result.not_run})
     return result

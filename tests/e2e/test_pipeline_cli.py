@@ -103,3 +103,14 @@ def stage_metrics_or_none(exp):
         path = Path(s["dir"]) / "metrics.json"
         out[name] = json.loads(path.read_text()) if path.exists() else None
     return out
+
+
+def test_two_rank_deepspeed_zero2_pretraining_with_gloo(tmp_path, data_root):
+    proc = submit("+exp=demo", f"out_root={tmp_path}", "stages=[pretrain]", "pretrain.epochs=1",
+                  "launcher.tasks_per_node=2", "deepspeed=zero2", data_root=data_root)
+    metrics = stage_metrics(tmp_path / "demo")["pretrain"]
+    assert metrics["status"] == "done" and metrics["world_size"] == 2
+    # 4000 source images, global batch 64 split over 2 ranks: every rank runs the same 62 steps
+    assert metrics["steps"] == metrics["steps_per_epoch"] == 4000 // 64
+    assert metrics["acc"]["source"] > 1 / 20  # it learned something in one epoch
+    assert "pretrain" in proc.stdout

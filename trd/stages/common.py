@@ -10,7 +10,7 @@ import torch
 from trd.plan import ConfigError, take
 
 ROLE_KEYS = ("train", "test", "num_classes", "image_size", "fraction", "fraction_seed", "embedded", "mean",
-             "std", "augment")
+             "std", "augment", "shuffle_buffer")
 TRAIN_KEYS = ("epochs", "batch_size", "optim", "grad_clip", "checkpoint_every")
 OPTIM_KEYS = ("name", "lr", "momentum", "nesterov", "weight_decay", "betas", "schedule", "warmup_steps",
               "min_lr_ratio", "milestones", "gamma")
