@@ -12,12 +12,13 @@ For ResNet-18 (CIFAR variant, 32 px) and one batch, times forward + backward of:
 All timings of a table come from one process: every repetition runs every configuration once,
 in turn, so load from other work on the machine hits all of them alike; the table reports
 medians and ratios of medians.  Peak memory of each configuration is measured in a fresh
-subprocess running a single step: on CPU the growth of the peak resident set
-(``ru_maxrss``) over the resident set just before the step, on CUDA
+subprocess running a single step: on CPU the peak resident set during the step (VmHWM, reset
+through /proc/self/clear_refs just before it) minus the resident set before it, on CUDA
 ``torch.cuda.max_memory_allocated`` over the allocation before the step.
 
     python bench/gc_step.py                        # batch 128, c = 2 4 8 16, 3 repetitions
     python bench/gc_step.py --quick                # a smoke run: batch 16, c = 2 4, 1 repetition
+    python bench/gc_step.py --threads 1 --clock cpu  # CPU-time ratios, robust on a shared machine
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import datetime
 import json
 import math
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -136,6 +136,7 @@ def time_all(args) -> tuple[dict[str, list[float]], str]:
     inputs = torch.randn(args.batch, 3, 32, 32, generator=generator).to(device)
     targets = torch.randint(CLASSES, (args.batch,), generator=generator).to(device)
     steps = [Step(kind, c, model, teacher, inputs, targets) for kind, c in configurations(args)]
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     for step in steps:  # warm-up: allocator, kernel selection
         step()
     synchronize(args.device)
@@ -143,10 +144,10 @@ def time_all(args) -> tuple[dict[str, list[float]], str]:
     for rep in range(args.reps):
         for step in steps:
             synchronize(args.device)
-            start = time.perf_counter()
+            start = clock()
             step()
             synchronize(args.device)
-            times[step.name].append(time.perf_counter() - start)
+            times[step.name].append(clock() - start)
         print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
     return times, model_name
 
@@ -162,12 +163,23 @@ def measure_memory(args, kind: str, chunks: int) -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     before = psutil.Process().memory_info().rss
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if peak_before > before:
-        # ru_maxrss is a high-water mark; a peak from setup above the current RSS would hide the step's.
-        print(f"warning: setup peak {peak_before / 2**20:.0f} MiB above current RSS", file=sys.stderr)
+    _reset_peak_rss()
     step()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / 2**20
+    return (_peak_rss() - before) / 2**20
+
+
+def _reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so import and setup peaks don't count.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def memory_all(args) -> dict[str, float]:
@@ -203,10 +215,19 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", choices=["auto", "trd", "torchvision"], default="auto")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time, which other work on a shared machine "
+        "disturbs far less (use with --threads 1, where CPU time is compute time)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration memory subprocesses")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 16, c = 2 4, 1 repetition")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu measures host CPU time; use the wall clock on an accelerator")
     torch.set_num_threads(args.threads)
     if args.quick:
         args.batch, args.chunks, args.reps = 16, [2, 4], 1
@@ -221,7 +242,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU"
     print(
         f"{datetime.date.today()}, torch {torch.__version__}, {device}, {args.threads} threads, "
-        f"{model_name}, batch {args.batch}, {args.reps} repetitions (medians)\n"
+        f"{model_name}, batch {args.batch}, {args.reps} repetitions (medians), {args.clock} clock\n"
     )
     print(table(times, peaks))
 

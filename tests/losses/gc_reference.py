@@ -38,6 +38,23 @@ def bn_cnn(classes: int = 3) -> nn.Module:
     return model.train()
 
 
+def wide_cnn(classes: int = 3) -> nn.Module:
+    """Its second conv's weight outgrows a chunk's input, so its HVP weight terms are deferred."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, classes),
+    ).double()
+    return model.train()
+
+
 class TinyAttention(nn.Module):
     """One ViT-style block on a sequence of patch tokens, attention through F.scaled_dot_product_attention."""
 

@@ -110,7 +110,7 @@ def test_gc_uses_exactly_two_parameter_sized_all_reduces_and_no_gather(two_rank_
         collectives = rank_result[name]["collectives"]
         assert [op for op, _ in collectives] == ["all_reduce", "all_reduce"]
         forward, backward = (size for _, size in collectives)
-        assert forward == parameters + 4  # summed gradient + 4 packed scalars
+        assert forward == parameters + 5  # summed gradient + 5 packed scalars
         assert backward == parameters
 
 

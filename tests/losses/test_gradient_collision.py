@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gc_reference import TinyAttention, bn_cnn, mlp, naive_collision
+from gc_reference import TinyAttention, bn_cnn, mlp, naive_collision, wide_cnn
+from trd.losses.conv_double_backward import DeferredWeightGradients
 from trd.losses import dtl_objective, gradient_collision_loss
 
 TIGHT = dict(rtol=1e-9, atol=1e-12)
@@ -14,7 +15,7 @@ TIGHT = dict(rtol=1e-9, atol=1e-12)
 
 def batch_for(model_name, size=12, classes=3):
     generator = torch.Generator().manual_seed(1)
-    shape = {"mlp": (size, 6), "bn_cnn": (size, 2, 5, 5), "attention": (size, 5, 4)}[model_name]
+    shape = {"mlp": (size, 6), "bn_cnn": (size, 2, 5, 5), "wide_cnn": (size, 2, 4, 4), "attention": (size, 5, 4)}[model_name]
     inputs = torch.randn(*shape, generator=generator, dtype=torch.float64)
     targets = torch.randint(classes, (size,), generator=generator)
     return inputs, targets
@@ -24,7 +25,7 @@ def build(model_name):
     if model_name == "attention":
         torch.manual_seed(0)
         return TinyAttention().double()
-    return {"mlp": mlp, "bn_cnn": bn_cnn}[model_name]()
+    return {"mlp": mlp, "bn_cnn": bn_cnn, "wide_cnn": wide_cnn}[model_name]()
 
 
 def ours(model, inputs, targets, chunks, normalized):
@@ -53,6 +54,29 @@ def test_value_and_gradient_match_naive_all_pairs_reference(model_name, chunks, 
     torch.testing.assert_close(stats.sum_chunk_sq_norms, ref_stats["sum_chunk_sq_norms"], **TIGHT)
     torch.testing.assert_close(stats.mean_pair_cosine, ref_stats["mean_pair_cosine"], **TIGHT)
     assert any(g.abs().max() > 1e-6 for g in grads)
+
+
+@pytest.mark.parametrize("normalized", [False, True], ids=["gc", "ngc"])
+@pytest.mark.parametrize("chunks", [2, 4])
+def test_deferred_conv_weight_terms_give_the_same_gradient(monkeypatch, chunks, normalized):
+    deferred = []
+    original_add = DeferredWeightGradients.add
+
+    def spying_add(self, weight, x, dy, geometry):
+        deferred.append(weight.shape)
+        original_add(self, weight, x, dy, geometry)
+
+    monkeypatch.setattr(DeferredWeightGradients, "add", spying_add)
+    model = wide_cnn()
+    reference = copy.deepcopy(model)
+    inputs, targets = batch_for("wide_cnn")
+    loss, grads, _ = ours(model, inputs, targets, chunks, normalized)
+    ref_loss, ref_grads, _ = naive_collision(reference, inputs, targets, chunks, normalized)
+    # Two terms per chunk for the 16x16x3x3 weight: its double-backward node and its forward conv.
+    assert deferred.count(torch.Size([16, 16, 3, 3])) == 2 * chunks
+    torch.testing.assert_close(loss, ref_loss, **TIGHT)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, **TIGHT)
 
 
 def test_batchnorm_running_stats_see_one_update_per_chunk_forward():

@@ -16,11 +16,24 @@ Given cotangents (u_x, u_W, u_b) of (dx, dW, db), S = <u_x, dx> + <u_W, dW> + <u
     dS/d dy = conv(u_x, W) + conv(x, u_W) + u_b    (adjoints of conv_T and of weight_grad)
     dS/dW   = weight_grad(u_x, dy)                 (<u_x, conv_T(dy, W)> = <conv(u_x, W), dy>)
     dS/dx   = conv_T(dy, u_W)                      (<u_W, weight_grad(x, dy)> = <conv(x, u_W), dy>)
+
+Deferred weight gradients
+-------------------------
+A gradient-collision backward runs one Hessian-vector product per chunk and sums them.  Each
+product gives every conv weight two terms, weight_grad(u_x, dy) above and weight_grad(x, dy')
+from the forward convolution's backward, and weight_grad is linear in its batch, so the sum
+over chunks of all these terms is ONE weight_grad call on the concatenated batch.  For layers
+whose weight is larger than a chunk's input (deep ResNet stages: 512x512x3x3 weights on 4x4
+maps), 2c small-batch weight_grad calls that each write a full weight are far slower than one
+call, while keeping the small activations costs little memory.  Inside
+:func:`deferred_weight_gradients` such terms are collected instead of computed (the engine
+gets ``None`` for the weight) and :meth:`DeferredWeightGradients.flush` returns the sums.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -54,6 +67,49 @@ def _expand(value, dims: int) -> list[int]:
     return [int(value)] * dims if isinstance(value, int) else [int(v) for v in value]
 
 
+class DeferredWeightGradients:
+    """Weight-gradient terms of large-weight convolutions, collected during Hessian-vector products."""
+
+    def __init__(self, params: Sequence[Tensor]):
+        self.index = {p.data_ptr(): i for i, p in enumerate(params)}
+        self.terms: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self.owners: dict[int, tuple[Tensor, ConvGeometry]] = {}
+
+    def wants(self, weight: Tensor, x: Tensor) -> bool:
+        return weight.data_ptr() in self.index and weight.numel() >= x.numel()
+
+    def add(self, weight: Tensor, x: Tensor, dy: Tensor, geometry: ConvGeometry) -> None:
+        key = weight.data_ptr()
+        self.terms.setdefault(key, []).append((x, dy))
+        self.owners[key] = (weight, geometry)
+
+    def flush(self) -> dict[int, Tensor]:
+        """Parameter index -> summed weight gradient of every collected term."""
+        sums = {}
+        for key, terms in self.terms.items():
+            weight, geometry = self.owners[key]
+            x = torch.cat([t[0] for t in terms])
+            dy = torch.cat([t[1] for t in terms])
+            sums[self.index[key]] = geometry.backward(dy, x, weight, (False, True, False))[1]
+        self.terms.clear()
+        return sums
+
+
+# Not thread-local: on CUDA the autograd engine runs backward functions on its device threads.
+_deferral: DeferredWeightGradients | None = None
+
+
+@contextlib.contextmanager
+def deferred_weight_gradients(params: Sequence[Tensor]) -> Iterator[DeferredWeightGradients]:
+    """Collect, rather than compute, the conv weight-gradient terms of ``params`` in backwards run inside."""
+    global _deferral
+    previous, _deferral = _deferral, DeferredWeightGradients(params)
+    try:
+        yield _deferral
+    finally:
+        _deferral = previous
+
+
 class _Convolution(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, geometry: ConvGeometry):
@@ -66,6 +122,11 @@ class _Convolution(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight = ctx.saved_tensors
         mask = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
+        if mask[1] and _deferral is not None and not torch.is_grad_enabled() and _deferral.wants(weight, x):
+            _deferral.add(weight, x, dy, ctx.geometry)
+            bias_size = [weight.shape[0]] if mask[2] else None
+            dx, _, d_bias = ctx.geometry.backward(dy, x, weight, (mask[0], False, mask[2]), bias_size)
+            return dx, None, d_bias, None
         dx, d_weight, d_bias = _ConvolutionBackward.apply(dy, x, weight, ctx.geometry, mask)
         return dx, d_weight, d_bias, None
 
@@ -95,7 +156,10 @@ class _ConvolutionBackward(torch.autograd.Function):
                 from_input = geometry.conv(u_x, weight)
                 grad_dy = from_input if grad_dy is None else grad_dy.add_(from_input)
         if need_weight and u_x is not None:
-            grad_weight = geometry.backward(dy, u_x, weight, (False, True, False))[1]
+            if _deferral is not None and _deferral.wants(weight, u_x):
+                _deferral.add(weight, u_x, dy, geometry)
+            else:
+                grad_weight = geometry.backward(dy, u_x, weight, (False, True, False))[1]
         if need_x and u_weight is not None:
             grad_x = geometry.backward(dy, x, u_weight, (True, False, False))[0]
         return grad_dy, grad_x, grad_weight, None, None

@@ -81,6 +81,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trd.losses import flat_collectives
+from trd.losses.conv_double_backward import deferred_weight_gradients
 from trd.losses.double_backward_mode import fast_double_backward
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -146,9 +147,9 @@ def gradient_collision_loss(
     chunk_grads = _chunk_gradients(model, params, inputs, targets, chunks, criterion, differentiable)
     values = [[g.detach() for g in grads] for grads in chunk_grads]
     if normalized:
-        geometry: _Geometry = _CosineGeometry(values, world, process_group)
+        geometry: _Geometry = _CosineGeometry(values, world, process_group, return_stats)
     else:
-        geometry = _CollisionGeometry(values, world, process_group)
+        geometry = _CollisionGeometry(values, world, process_group, return_stats)
 
     if differentiable:
         loss = _CollisionFunction.apply(_BackwardState(chunk_grads, geometry, params, world, process_group), *params)
@@ -213,14 +214,12 @@ def _chunk_gradients(
     return grads
 
 
-def _gram(chunk_values: Sequence[Sequence[Tensor]]) -> Tensor:
-    """c x c matrix of inner products of per-parameter gradient lists, one skinny matmul per parameter."""
-    gram = None
-    for per_chunk in zip(*chunk_values):
-        stacked = torch.stack([g.reshape(-1) for g in per_chunk])
-        part = stacked @ stacked.T
-        gram = part if gram is None else gram.add_(part)
-    return gram
+def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)]).sum()
+
+
+def _sq_norm(a: Sequence[Tensor]) -> Tensor:
+    return torch.stack(torch._foreach_norm(a)).square().sum()
 
 
 def _pair_cosines(gram: Tensor) -> tuple[Tensor, Tensor]:
@@ -235,60 +234,91 @@ class _Geometry:
     """Loss value, statistics and ``v_m = dL/dg_m`` for the chunks of this process."""
 
     value: Tensor
-    stats: GCStats
+    stats: GCStats | None
     pairs: int  # C(c, 2)
 
-    def direction(self, local_index: int, scale: Tensor) -> list[Tensor]:
+    def start_backward(self, grad_output: Tensor) -> None:
+        """Fix the incoming gradient before the first :meth:`direction`."""
+
+    def direction(self, local_index: int) -> list[Tensor]:
         raise NotImplementedError
 
 
 class _CollisionGeometry(_Geometry):
-    def __init__(self, values: list[list[Tensor]], world: int, group: dist.ProcessGroup | None):
+    """GC.  Works on per-parameter lists with foreach ops: no c x P matrix and no Gram matrix.
+
+    The pair sum is accumulated as sum_n g_n . (g_1 + ... + g_{n-1}) while G is summed, which
+    is exact within a process (no cancellation of |G|^2 - sum |g_m|^2); across ranks only the
+    rank-level cross terms come from (|G|^2 - sum_r |G_r|^2) / 2.
+    """
+
+    def __init__(self, values: list[list[Tensor]], world: int, group: dist.ProcessGroup | None, with_stats: bool):
         self.values = values
-        local_gram = _gram(values)
         local_chunks = len(values)
-        local_sum = torch._foreach_add(values[0], values[1]) if local_chunks > 1 else [g.clone() for g in values[0]]
+        if local_chunks == 1:
+            # A copy: G is scaled in place in the backward while g_1 is still needed.
+            local_sum = [g.clone() for g in values[0]]
+            local_pair_sum = local_sum[0].new_zeros(())
+        else:
+            local_pair_sum = _dot(values[0], values[1])
+            local_sum = torch._foreach_add(values[0], values[1])
         for grads in values[2:]:
+            local_pair_sum = local_pair_sum + _dot(local_sum, grads)
             torch._foreach_add_(local_sum, grads)
-        local_sq = local_gram.trace()
-        cos, upper = _pair_cosines(local_gram)
-        cos_sum = cos[upper].sum()
-        local_pairs = upper.sum().to(cos_sum.dtype)
+        cos_sum = local_pair_sum.new_zeros(())
+        if with_stats:
+            # Same prefix trick on the unit vectors g_m / |g_m|.
+            unit_sum = None
+            for grads in values:
+                unit = torch._foreach_div(grads, torch.sqrt(_sq_norm(grads)).clamp_min(_NORM_EPS))
+                if unit_sum is None:
+                    unit_sum = unit
+                else:
+                    cos_sum = cos_sum + _dot(unit_sum, unit)
+                    torch._foreach_add_(unit_sum, unit)
+        local_pairs = float(math.comb(local_chunks, 2))
 
         if world > 1:
-            scalars = torch.stack([local_sq, local_sq.new_tensor(local_chunks), cos_sum, local_pairs])
+            local_sq = _sq_norm(local_sum)
+            scalars = torch.stack(
+                [local_pair_sum, local_sq, cos_sum, cos_sum.new_tensor(local_chunks), cos_sum.new_tensor(local_pairs)]
+            )
             self.total, scalars = flat_collectives.all_reduce_sum(local_sum, scalars, group)
-            sum_sq, total_chunks, cos_sum, n_pairs = scalars.unbind()
+            within_ranks, rank_sq_sum, cos_sum, total_chunks, n_pairs = scalars.unbind()
             chunks = round(total_chunks.item())
             if chunks != local_chunks * world:
                 raise ValueError(
                     f"gradient collision needs the same chunks on every rank; got {chunks} chunks "
                     f"in total on {world} ranks with chunks={local_chunks} here"
                 )
-            total_sq = torch.stack([n.square() for n in torch._foreach_norm(self.total)]).sum()
-            pair_sum = (total_sq - sum_sq) / 2
+            total_sq = _sq_norm(self.total)
+            pair_sum = within_ranks + (total_sq - rank_sq_sum) / 2
         else:
             chunks = local_chunks
             self.total = local_sum
-            sum_sq = local_sq
-            total_sq = local_gram.sum()
-            n_pairs = local_pairs
-            # Summing the off-diagonal entries avoids the cancellation of (|G|^2 - sum|g_m|^2)/2.
-            pair_sum = local_gram[upper].sum()
+            pair_sum = local_pair_sum
+            n_pairs = cos_sum.new_tensor(local_pairs)
 
         self.pairs = math.comb(chunks, 2)
         self.value = pair_sum / self.pairs
-        mean_cos = cos_sum / n_pairs if n_pairs.item() > 0 else cos_sum.new_tensor(float("nan"))
-        self.stats = GCStats(total_sq.detach(), sum_sq.detach(), mean_cos.detach(), chunks)
+        self.stats = None
+        if with_stats:
+            total_sq = _sq_norm(self.total)
+            nan = cos_sum.new_tensor(float("nan"))
+            mean_cos = torch.where(n_pairs > 0, cos_sum / n_pairs.clamp_min(1), nan)
+            self.stats = GCStats(total_sq, total_sq - 2 * pair_sum, mean_cos, chunks)
 
-    def direction(self, local_index: int, scale: Tensor) -> list[Tensor]:
-        v = torch._foreach_sub(self.total, self.values[local_index])
-        torch._foreach_mul_(v, scale / self.pairs)
-        return v
+    def start_backward(self, grad_output: Tensor) -> None:
+        # v_m = s (G - g_m): G is scaled once, in place, so each direction is a single fused pass.
+        self.scale = grad_output.item() / self.pairs
+        torch._foreach_mul_(self.total, self.scale)
+
+    def direction(self, local_index: int) -> list[Tensor]:
+        return torch._foreach_add(self.total, self.values[local_index], alpha=-self.scale)
 
 
 class _CosineGeometry(_Geometry):
-    def __init__(self, values: list[list[Tensor]], world: int, group: dist.ProcessGroup | None):
+    def __init__(self, values: list[list[Tensor]], world: int, group: dist.ProcessGroup | None, with_stats: bool):
         self.shapes = [g.shape for g in values[0]]
         local = torch.stack([torch.cat([g.reshape(-1) for g in grads]) for grads in values])
         self.all_chunks = flat_collectives.all_gather_rows(local, group) if world > 1 else local
@@ -309,8 +339,11 @@ class _CosineGeometry(_Geometry):
             gram.sum().detach(), gram.trace().detach(), cos[upper].mean().detach(), chunks
         )
 
-    def direction(self, local_index: int, scale: Tensor) -> list[Tensor]:
-        row = self.coefficients[self.first_local + local_index] * scale
+    def start_backward(self, grad_output: Tensor) -> None:
+        self.coefficients = self.coefficients * grad_output
+
+    def direction(self, local_index: int) -> list[Tensor]:
+        row = self.coefficients[self.first_local + local_index]
         flat = row @ self.all_chunks
         return [piece.view(shape) for piece, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)]
 
@@ -338,21 +371,42 @@ class _CollisionFunction(torch.autograd.Function):
         state: _BackwardState = ctx.state
         ctx.state = None
         params = state.params
-        result = [torch.zeros_like(p) for p in params]
-        for index in range(len(state.chunk_grads)):
-            grads = state.chunk_grads[index]
-            # Drop this chunk's graph as soon as its HVP has run, so memory falls chunk by chunk.
-            state.chunk_grads[index] = None
-            direction = state.geometry.direction(index, grad_output)
-            linked = [(g, v) for g, v in zip(grads, direction) if g.requires_grad]
-            if not linked:
-                continue
-            hvp = torch.autograd.grad(
-                [g for g, _ in linked], params, grad_outputs=[v for _, v in linked], allow_unused=True
-            )
-            present = [(r, h) for r, h in zip(result, hvp) if h is not None]
-            torch._foreach_add_([r for r, _ in present], [h for _, h in present])
-            del grads, direction, linked, hvp, present
+        state.geometry.start_backward(grad_output)
+        result: list[Tensor | None] = [None] * len(params)
+        with deferred_weight_gradients(params) as deferred:
+            for index in range(len(state.chunk_grads)):
+                grads = state.chunk_grads[index]
+                # Drop this chunk's graph as soon as its HVP has run, so memory falls chunk by chunk.
+                state.chunk_grads[index] = None
+                direction = state.geometry.direction(index)
+                linked = [(g, v) for g, v in zip(grads, direction) if g.requires_grad]
+                if linked:
+                    hvp = torch.autograd.grad(
+                        [g for g, _ in linked], params, grad_outputs=[v for _, v in linked], allow_unused=True
+                    )
+                    _accumulate(result, hvp)
+                del grads, direction, linked
+        summed_weights = deferred.flush()
+        _accumulate(result, [summed_weights.get(i) for i in range(len(params))])
+        result = [r if r is not None else torch.zeros_like(p) for r, p in zip(result, params)]
         if state.world > 1:
             result = flat_collectives.all_reduce_sum(result, None, state.group)[0]
         return (None, *result)
+
+
+def _accumulate(result: list[Tensor | None], contributions: Sequence[Tensor | None]) -> None:
+    """Add per-parameter contributions into ``result``, adopting the first one of each (no zeros pass)."""
+    adopted = {r.data_ptr() for r in result if r is not None}
+    targets, updates = [], []
+    for i, h in enumerate(contributions):
+        if h is None:
+            continue
+        if result[i] is None:
+            # The engine may hand one tensor to several inputs; adopt each storage only once.
+            result[i] = h if h.data_ptr() not in adopted else h.clone()
+            adopted.add(result[i].data_ptr())
+        else:
+            targets.append(result[i])
+            updates.append(h)
+    if targets:
+        torch._foreach_add_(targets, updates)
