@@ -38,7 +38,7 @@ def test_double_backward_equals_native(module, shape):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_forward_and_first_backward_equal_native_and_same_padding_falls_back():
+def test_forward_and_first_backward_equal_native_and_string_padding_or_autocast_fall_back():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, 5, generator=generator, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(4, 3, 3, 3, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -48,4 +48,7 @@ def test_forward_and_first_backward_equal_native_and_same_padding_falls_back():
         torch.testing.assert_close(got, want)
     with fast_double_backward():
         same = F.conv2d(x, weight, padding="same")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = F.conv2d(x.float(), weight.float(), padding=1)
     assert type(same.grad_fn).__name__ == "ConvolutionBackward0"
+    assert type(autocast.grad_fn).__name__ == "ConvolutionBackward0" and autocast.dtype == torch.bfloat16

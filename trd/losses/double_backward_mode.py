@@ -11,6 +11,8 @@ first-order gradients are those of the native kernels; only the graph that a
 ``create_graph=True`` backward records differs, and with it the cost of differentiating it.
 The mode intercepts only the ``torch.nn.functional`` entry points that ``nn.Conv*d`` and
 ``nn.BatchNorm*d`` call, so models built from those modules are covered without changes.
+Under autocast nothing is intercepted: the hand-written functions call aten kernels directly,
+which autocast's casting rules (written for the functional entry points) would not cover.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
@@ -37,9 +40,15 @@ def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, g
     return input, weight, bias, stride, padding, dilation, groups
 
 
+def _autocast_enabled(input) -> bool:
+    return torch.is_autocast_enabled(input.device.type)
+
+
 class _FastDoubleBackwardMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if (func is F.batch_norm or func in _CONVOLUTIONS) and _autocast_enabled(args[0] if args else kwargs["input"]):
+            return func(*args, **kwargs)
         if func is F.batch_norm:
             input, running_mean, running_var, weight, bias, training, momentum, eps = _batch_norm_arguments(
                 *args, **kwargs

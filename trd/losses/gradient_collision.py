@@ -29,12 +29,28 @@ the custom backward of :class:`_CollisionFunction`, which does the c HVPs one ch
 parameters' gradients.  So:
 
 * compute: one forward, one graph-recording backward and one double backward per sample; no
-  recomputation, and dropout masks are the same in the gradient and in its derivative;
+  recomputation, and dropout masks are the same in the gradient and in its derivative.  For a
+  convolutional network that is about 3x the convolution work of a plain step (forward 1,
+  backward 2, double backward 6 units), the floor for any exact HVP-based method;
+* the chunk forwards run under :func:`trd.losses.double_backward_mode.fast_double_backward`,
+  which records convolutions and train-mode batch norms with hand-written double backwards
+  (PyTorch's own are 2x and ~10x slower than needed on CPU), and the HVPs run inside
+  :func:`trd.losses.conv_double_backward.deferred_weight_gradients`, which sums the weight terms
+  of large-weight convolutions over all chunks in one call instead of 2c small ones;
+* GC never forms a c x P matrix or the c x c Gram matrix: G, the pair sum and the directions
+  ``v_m`` are per-parameter foreach operations (P = number of parameters);
 * memory: the activations of one full batch plus the saved tensors of the recorded backward
   (each chunk is 1/c of the batch, so the total does not grow with c), plus the c chunk
-  gradients (c x parameter size) and two parameter-sized work vectors during the backward;
+  gradients (c x P) and a few P-sized work lists; NGC adds a c x P matrix of the chunk
+  gradients (flat, for its Gram matrix and for the all-gather);
 * ``.grad`` is written only by the outer backward (chunk gradients come from
   ``torch.autograd.grad``), so gradient hooks of an engine fire once, on the final gradient.
+
+Diagnostics
+-----------
+``return_stats=True`` also returns :class:`GCStats` (|G|^2, sum_m |g_m|^2, mean pairwise cosine
+of the chunk gradients) as device tensors; for GC the cosine costs one more pass over the chunk
+gradients, so ask for the statistics on the steps that log them.
 
 BatchNorm
 ---------
@@ -49,9 +65,9 @@ Distributed runs
 With ``torch.distributed`` initialised, the chunks of all ranks together are the c of the
 formula (each rank passes its own batch and the same ``chunks``).  Communication per call:
 
-* GC, forward: ONE all-reduce of a flat buffer holding the summed local chunk gradient plus four
-  scalars (sum of local ``|g_m|^2``, local chunk count, and the local pair-cosine sum and pair
-  count used only for the logged statistic);
+* GC, forward: ONE all-reduce of a flat buffer holding the summed local chunk gradient plus five
+  scalars (the within-rank pair sum, |G_rank|^2 for the cross-rank pairs, the local chunk count,
+  and the local pair-cosine sum and pair count used only for the logged statistic);
 * GC, backward: ONE all-reduce of the local HVP sum, so every rank ends with the full gradient;
 * NGC needs every pairwise product ``g_m . g_n``, which cannot be formed across ranks from sums
   alone, so NGC all-gathers the c chunk gradients (c x parameter size, once, in the forward)
