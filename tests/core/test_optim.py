@@ -34,3 +34,12 @@ def test_optimizers_and_errors():
     frozen = torch.nn.Linear(3, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer(frozen.parameters(), {"name": "sgd", "lr": 0.1})
+
+
+def test_deepspeed_config_never_leaves_gradient_clipping_to_deepspeeds_default():
+    from trd.engine.deepspeed_engine import deepspeed_config
+
+    assert deepspeed_config({"zero_stage": 0}, 8, 1, grad_clip=0.0)["gradient_clipping"] == 0.0
+    assert deepspeed_config({"zero_stage": 1}, 8, 2, grad_clip=2.5)["gradient_clipping"] == 2.5
+    with pytest.raises(ValueError, match="deepspeed.zero_stage=3 is not supported"):
+        deepspeed_config({"zero_stage": 3}, 8, 1, grad_clip=0.0)

@@ -39,9 +39,10 @@ def deepspeed_config(ds: Mapping, micro_batch: int, world_size: int, grad_clip: 
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
+        # Always explicit: DeepSpeed (0.19) clips at norm 1.0 when the key is absent, which would silently
+        # rescale every large gradient (a GC step's, typically).
+        "gradient_clipping": float(grad_clip or 0.0),
     }
-    if grad_clip and grad_clip > 0:
-        cfg["gradient_clipping"] = float(grad_clip)
     if resolve_precision(ds.get("precision", "auto")) == "bf16":
         cfg["bf16"] = {"enabled": True}
     return cfg
