@@ -25,6 +25,13 @@ class StageLogger:
         for k, v in values.items():
             self.scalar(f"{prefix}{k}", v, step)
 
+    def hparams(self, hparams: dict, metrics: dict, run: str = "hparams") -> None:
+        """One row of TensorBoard's HParams tab (a sub-run named run): settings and the results they gave.
+        None settings show as "none"; None results (nothing measured) are left out."""
+        if self.writer is not None:
+            self.writer.add_hparams({k: "none" if v is None else v for k, v in hparams.items()},
+                                    {k: float(v) for k, v in metrics.items() if v is not None}, run_name=run)
+
     def progress(self, iterable=None, **kwargs):
         return tqdm(iterable, disable=not self.env.is_main, dynamic_ncols=True, mininterval=2.0, **kwargs)
 

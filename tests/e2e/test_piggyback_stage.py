@@ -1,0 +1,201 @@
+"""The piggyback (PL) stage on a tiny model: repeatable, resumable mid-grid, best-of-grid defined as documented,
+and bad inputs refused with one-line errors before any job runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from cli import REPO, submit
+from trd.data import build_loader
+from trd.experiment import plan_experiment
+from trd.losses.finite import NonFiniteError
+from trd.models import build_model, save_model
+from trd.plan import ConfigError
+from trd.stages.piggyback import summarise
+
+pytestmark = pytest.mark.slow
+
+# A width-8 CNN attacked on a quarter of the piggyback data (150 images, 10 steps an epoch at batch 16),
+# three epochs at two learning rates, checkpoints every 4 steps so that a kill lands inside a grid point.
+TASK = ('+data.piggyback.small={embedded: synth_piggyback, train: "${data.root}/synth_piggyback/train-{000000..000001}.tar", '
+        'test: "${data.root}/synth_piggyback/test-{000000..000001}.tar", num_classes: 10, image_size: 32, fraction: 0.25}')
+SCHEME = ("piggyback.schemes.finetune={mode: full, k: null, epochs: 3, batch_size: 16, augment: true, "
+          "checkpoint_every: 4, optim: {name: sgd, lr: [0.05, 0.01], momentum: 0.9, weight_decay: 0.0005, "
+          "schedule: cosine}}")
+BASE = ["+exp=demo", "stages=[piggyback]", TASK, "piggyback.tasks=[small]", SCHEME, "piggyback.scratch=false",
+        "+model.width=8"]
+STAGE = "piggyback/mine/small/finetune/s0"
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory, data_root) -> Path:
+    """A released model whose body helps on the task (a few Adam steps on the piggyback train split), so the
+    attack learns well above chance and equal accuracies below are not equal chance levels."""
+    cfg = _compose([*BASE, f"out_root={tmp_path_factory.mktemp('unused')}"], data_root)
+    role = OmegaConf.to_container(cfg.data.piggyback.small, resolve=True)
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=10, image_size=32, width=8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    loader = build_loader({**role, "fraction": None}, "train", 32, train=True)
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        for images, labels in loader:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+    path = tmp_path_factory.mktemp("model") / "released.safetensors"
+    save_model(model, path)
+    return path
+
+
+def _compose(overrides: list[str], data_root: str):
+    old = os.environ.get("TRD_DATA")
+    os.environ["TRD_DATA"] = data_root
+    try:
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    finally:
+        if old is None:
+            os.environ.pop("TRD_DATA")
+        else:
+            os.environ["TRD_DATA"] = old
+
+
+def _plan(out_root: Path, data_root: str, *extra: str):
+    return plan_experiment(_compose([*BASE, f"out_root={out_root}", *extra], data_root))
+
+
+def _planned_stage(out_root: Path, data_root: str, model: Path) -> Path:
+    plan = _plan(out_root, data_root, f"+piggyback.models.mine={{path: {model}, method: user}}")
+    plan.write(out_root / "demo")
+    return plan[STAGE].dir
+
+
+def _runner(stage: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return subprocess.Popen([sys.executable, "-m", "trd.stages.runner", str(stage)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(stage: Path) -> dict:
+    proc = _runner(stage)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads((stage / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_root, user_model) -> dict:
+    return _finish(_planned_stage(tmp_path_factory.mktemp("reference"), data_root, user_model))
+
+
+def test_pl_metrics_name_the_attack_and_hold_every_curve(reference):
+    m = reference
+    assert (m["status"], m["method"], m["piggyback"], m["scheme"], m["seed"]) == ("done", "user", "small", "finetune", 0)
+    assert m["fraction"] == 0.25 and m["released"] == "mine"
+    assert [p["point"] for p in m["grid"]] == ["lr0.05", "lr0.01"]
+    assert all(p["status"] == "done" and len(p["curve"]) == 3 for p in m["grid"])
+    assert m["train_samples"] == 150 and m["steps_per_epoch"] == 9
+    # Fine-tuning learned something, so equal numbers below are not equal chance levels.
+    assert max(max(p["curve"]) for p in m["grid"]) > 2 * m["chance"]
+
+
+def test_best_of_grid_is_at_least_every_grid_point_and_final_is_the_fixed_point(reference):
+    m = reference
+    every = [acc for p in m["grid"] for acc in p["curve"]]
+    assert m["acc_pl"]["best"] == max(every)
+    assert all(m["acc_pl"]["best"] >= acc for acc in every)
+    assert m["acc_pl"]["final"] == m["grid"][0]["curve"][-1]  # the scheme's first learning rate, last epoch
+    best = m["best_point"]
+    point = next(p for p in m["grid"] if p["point"] == best["point"])
+    assert point["curve"][best["epoch"] - 1] == m["acc_pl"]["best"]
+
+
+def test_same_seed_same_accuracy_even_when_killed_mid_grid(tmp_path, data_root, user_model, reference):
+    stage = _planned_stage(tmp_path, data_root, user_model)
+    proc = _runner(stage)
+    first = stage / "grid" / "lr0.05" / "result.json"
+    pointer = stage / "grid" / "lr0.01" / "checkpoint" / "resume.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        progress = json.loads(pointer.read_text())["progress"] if pointer.exists() else None
+        if progress and progress["global_step"] >= 8:  # inside the second grid point, past its first epoch
+            break
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.02)
+    else:
+        pytest.fail("no checkpoint of the second grid point appeared")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_at = first.stat().st_mtime_ns
+    assert json.loads((stage / "metrics.json").read_text())["status"] == "running"
+    metrics = _finish(stage)
+    assert first.stat().st_mtime_ns == finished_at  # the finished point was not trained again
+    assert metrics["grid"] == reference["grid"]
+    assert metrics["acc_pl"] == reference["acc_pl"]
+    assert not any((stage / "grid").glob("*/checkpoint"))  # resume state dropped once each point is done
+
+
+def test_summary_leaves_diverged_points_out_and_never_counts_them_as_zero():
+    points = [{"point": "lr1", "lr": 1.0, "status": "diverged", "error": "non-finite loss", "curve": [0.3]},
+              {"point": "lr0.1", "lr": 0.1, "status": "done", "curve": [0.2, 0.4, 0.35]}]
+    summary = summarise(points)
+    assert summary["acc_pl"] == {"final": None, "best": 0.4}
+    assert summary["fixed_point"]["status"] == "diverged"
+    assert summary["best_point"] == {"point": "lr0.1", "lr": 0.1, "epoch": 2}
+    with pytest.raises(NonFiniteError, match="every grid point diverged"):
+        summarise(points[:1])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("piggyback.schemes.finetune.optim.lr=[]", "piggyback.schemes.finetune.optim.lr is empty: give at least one"),
+    ("+piggyback.schemes.finetune.epochz=3", "unknown config key piggyback.schemes.finetune.epochz"),
+    ("piggyback.schemes.finetune.mode=last_k", "piggyback.schemes.finetune.mode=last_k needs piggyback.schemes.finetune.k >= 1"),
+    ("piggyback.paper_scheme=nope", "piggyback.paper_scheme='nope' is not among piggyback.schemes"),
+    ("piggyback.tasks=[nope]", "piggyback.tasks names 'nope', which data.piggyback does not have"),
+    ("data.piggyback.small.num_classes=7",
+     "data.piggyback.small.num_classes=7 but its data (synth_piggyback) has 10 classes: set data.piggyback.small.num_classes=10"),
+    ("piggyback.seeds=[]", "piggyback.seeds=[] must be a non-empty list of integers"),
+])
+def test_bad_piggyback_config_is_a_one_line_error(tmp_path, data_root, override, message):
+    with pytest.raises(ConfigError) as err:
+        _plan(tmp_path, data_root, override)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_user_model_that_does_not_match_the_config_is_refused_at_plan_time(tmp_path, data_root, user_model):
+    wide = tmp_path / "wide.safetensors"
+    save_model(build_model("cnn", num_classes=10, image_size=32, width=16), wide)
+    with pytest.raises(ConfigError) as err:
+        _plan(tmp_path, data_root, f"+piggyback.models.wide={{path: {wide}}}")
+    assert "piggyback.models.wide" in str(err.value) and "option width=16, expected width=8" in str(err.value)
+    other_head = tmp_path / "head.safetensors"
+    save_model(build_model("cnn", num_classes=7, image_size=32, width=8), other_head)
+    with pytest.raises(ConfigError, match="saved model head has 7 classes, expected num_classes=10"):
+        _plan(tmp_path, data_root, f"+piggyback.models.head={{path: {other_head}}}")
+    with pytest.raises(ConfigError, match="does not exist: give the path of a model.safetensors file"):
+        _plan(tmp_path, data_root, f"+piggyback.models.gone={{path: {tmp_path / 'gone.safetensors'}}}")
+
+
+def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, data_root):
+    proc = submit(*BASE, f"out_root={tmp_path}", "piggyback.schemes.finetune.optim.lr=[]", data_root=data_root,
+                  check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("trd: error: piggyback.schemes.finetune.optim.lr is empty")
+    assert not (tmp_path / "demo").exists()
+
+
+def test_stronger_attacker_group_plans(tmp_path, data_root):
+    plan = _plan(tmp_path, data_root, "attack=grid", "piggyback.scratch=true")
+    schemes = {s.labels["scheme"] for s in plan.of_kind("piggyback")}
+    assert schemes == {"finetune", "finetune_adam", "last2", "linear"}
