@@ -1,0 +1,59 @@
+"""Reports of an experiment, from its plan.json and its stages' metrics.json files alone.
+
+    from trd.report import write_report
+    write_report("outputs/demo")      # -> outputs/demo/report/{report.md, <table>.csv, *.png}
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from trd.engine.atomic import atomic_write
+from trd.report.plots import all_plots
+from trd.report.records import load_records
+from trd.report.tables import Experiment, all_tables
+from trd.report.write import problems_markdown, table_csv, table_markdown
+
+REPORT_DIR = "report"
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_write(path, write)
+
+
+def paper_scheme_of(records) -> str | None:
+    """The paper scheme the experiment's report stage was planned with (piggyback.paper_scheme)."""
+    return next((r.labels["paper_scheme"] for r in records if r.kind == "report" and r.labels.get("paper_scheme")),
+                None)
+
+
+def write_report(exp_dir: str | Path, paper_scheme: str | None = None) -> dict:
+    exp_dir = Path(exp_dir).resolve()
+    records = load_records(exp_dir)
+    ex = Experiment(records, paper_scheme or paper_scheme_of(records))
+    if ex.paper_scheme is not None and ex.schemes and ex.paper_scheme not in ex.schemes:
+        raise ValueError(f"paper scheme {ex.paper_scheme!r} was not run in {exp_dir}: use one of {', '.join(ex.schemes)}")
+    out = exp_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    tables = all_tables(ex)
+    for table in tables:
+        _write_text(out / f"{table.name}.csv", table_csv(table))
+    plots = all_plots(ex, out)
+    sections = [f"# Report: {exp_dir.name}", "",
+                f"Experiment `{exp_dir}`; every number comes from a stage's metrics.json, named per cell in the "
+                f"CSV file of its table (column `sources`). Accuracies in %, mean ± std over seeds where there "
+                f"are several; `failed`, `diverged`, `pending`: a stage behind that cell did not finish; "
+                f"`n/a`: not measured for that model.", ""]
+    sections += [table_markdown(t) + f"\n[{t.name}.csv]({t.name}.csv)\n" for t in tables]
+    if plots:
+        sections += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    sections.append(problems_markdown([r for r in records if r.kind != "report"]))
+    _write_text(out / "report.md", "\n".join(sections))
+    cells = [c for t in tables for _, row in t.rows for c in row.values()]
+    statuses: dict[str, int] = {}
+    for c in cells:
+        statuses[c.status] = statuses.get(c.status, 0) + 1
+    return {"dir": str(out), "markdown": str(out / "report.md"), "tables": [t.name for t in tables],
+            "plots": [p.name for p in plots], "cells": statuses, "paper_scheme": ex.paper_scheme}

@@ -1,0 +1,138 @@
+"""A table cell: a number with its spread and the metrics.json files it came from, or why there is none.
+
+Cells are built only by aggregating records or combining other cells, so a cell's sources always list every
+metrics.json that went into it (including those of failed stages, which make the whole cell failed: a
+failure is never averaged away or counted as 0%).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from trd.report.records import Record
+
+OK = "ok"
+NOT_APPLICABLE = "n/a"
+# Worst first: a cell combining several stages shows the worst of their states.
+STATUS_ORDER = ("failed", "diverged", "running", "pending", "skipped", NOT_APPLICABLE, OK)
+
+
+def worst(statuses: Iterable[str]) -> str:
+    return min(statuses, key=lambda s: STATUS_ORDER.index(s) if s in STATUS_ORDER else 0, default=OK)
+
+
+@dataclass(frozen=True)
+class Cell:
+    value: float | None = None
+    std: float | None = None  # sample standard deviation over seeds (n > 1), else None
+    n: int = 0  # how many values (seeds) went into the mean
+    status: str = OK
+    field: str = ""  # what was read from each metrics.json, or how the number was combined
+    sources: tuple[str, ...] = ()  # metrics.json paths
+    note: str = ""  # why a cell has no number (the first error)
+    unit: str = "acc"  # acc: an accuracy, shown in %; delta: a difference of accuracies, signed %; ratio: as is
+
+    def text(self) -> str:
+        if self.status != OK:
+            return self.status
+        scale, digits = (1.0, 3) if self.unit == "ratio" else (100.0, 2)
+        number = f"{self.value * scale:{'+' if self.unit == 'delta' else ''}.{digits}f}"
+        return number if self.std is None else f"{number} ± {self.std * scale:.{digits}f}"
+
+
+def missing(note: str, unit: str = "acc") -> Cell:
+    return Cell(status=NOT_APPLICABLE, note=note, unit=unit)
+
+
+def dig(metrics: dict, path: str):
+    """metrics["acc_pl"]["final"] for path "acc_pl.final"; None when any part is absent."""
+    value = metrics
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _sources(*groups: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(s for group in groups for s in group))
+
+
+def aggregate(records: list[Record], field: str, group: Callable[[Record], object] | None = None,
+              unit: str = "acc", absent: str = "no such stage in this experiment", if_null: str | None = None) -> Cell:
+    """Mean +- std over seeds of dig(metrics, field). With group, records of one group (one seed's attacks by
+    several schemes) first reduce to their maximum: the attacker's best of them. A finished stage without the
+    number is if_null (e.g. n/a for a model without a source head); by default skipped when its metrics
+    say it skipped, else diverged (a PL job whose fixed point diverged has acc_pl.final null)."""
+    if not records:
+        return missing(absent, unit)
+    sources = _sources(r.metrics_path for r in records)
+    bad = [r for r in records if not r.ok]
+    if bad:
+        return Cell(status=worst(r.status for r in bad), field=field, sources=sources, n=len(records), unit=unit,
+                    note=next((f"{r.name}: {r.metrics['error']}" for r in bad if r.metrics.get("error")),
+                              f"{bad[0].name}: {bad[0].status}"))
+    values = [dig(r.metrics, field) for r in records]
+    if any(v is None for v in values):
+        # A finished stage without the number: its metrics say why (a diverged fixed point, a skipped model).
+        r = records[[v is None for v in values].index(True)]
+        status = if_null or ("skipped" if r.metrics.get("skipped") else "diverged")
+        return Cell(status=status, field=field, sources=sources, n=len(records), unit=unit,
+                    note=f"{r.name}: {r.metrics.get('skipped') or f'{field} is null'}")
+    if group is not None:
+        best: dict[object, float] = {}
+        for r, v in zip(records, values):
+            key = group(r)
+            best[key] = max(best.get(key, -math.inf), float(v))
+        values = list(best.values())
+        field = f"max over schemes of {field}"
+    mean, std = mean_std([float(v) for v in values])
+    return Cell(mean, std, len(values), OK, field, sources, unit=unit)
+
+
+def _combined_failure(cells: list[Cell], field: str, unit: str) -> Cell | None:
+    bad = [c for c in cells if c.status != OK]
+    if not bad:
+        return None
+    return Cell(status=worst(c.status for c in bad), field=field, sources=_sources(*(c.sources for c in cells)),
+                note=next((c.note for c in bad if c.note), ""), unit=unit)
+
+
+def difference(x: Cell, ref: Cell) -> Cell:
+    """x - ref of the means; the spread treats the two as independent: sqrt(std_x^2 + std_ref^2)."""
+    field = f"({x.field}) - reference ({ref.field})"
+    failed = _combined_failure([x, ref], field, "delta")
+    if failed is not None:
+        return failed
+    std = None if x.std is None and ref.std is None else math.hypot(x.std or 0.0, ref.std or 0.0)
+    return Cell(x.value - ref.value, std, min(x.n, ref.n), OK, field, _sources(x.sources, ref.sources), unit="delta")
+
+
+def disposal_ratio(x: float, tl: float, scratch: float) -> float | None:
+    """(Acc_pl(TL) - Acc_pl(X)) / (Acc_pl(TL) - Acc_pl(scratch)): 0 = gives an attacker all that TL gives,
+    1 = gives nothing beyond a random initialisation; None when TL and scratch tie (no scale to measure on)."""
+    gap = tl - scratch
+    if abs(gap) < 1e-12:
+        return None
+    return (tl - x) / gap
+
+
+def ratio_cell(x: Cell, tl: Cell, scratch: Cell) -> Cell:
+    field = "disposal ratio (TL - X) / (TL - scratch) of the mean accuracies"
+    failed = _combined_failure([x, tl, scratch], field, "ratio")
+    if failed is not None:
+        return failed
+    sources = _sources(x.sources, tl.sources, scratch.sources)
+    value = disposal_ratio(x.value, tl.value, scratch.value)
+    if value is None:
+        return Cell(status=NOT_APPLICABLE, field=field, sources=sources, unit="ratio",
+                    note="TL and scratch reach the same PL accuracy: the ratio has no scale")
+    return Cell(value, None, min(x.n, tl.n, scratch.n), OK, field, sources, unit="ratio")

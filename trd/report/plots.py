@@ -1,0 +1,117 @@
+"""The report's figures (PNG), drawn from the same cells as the tables; a figure whose data the experiment
+does not have (no stage labelled lam, no task with a fraction) is not drawn.
+
+* lam_sweep_<task>.png: Acc_pl against Acc_t over a lam sweep (the DTL paper's Fig. 6), one line per method.
+* curves_<task>_<scheme>.png: test accuracy after every epoch of the scheme's fixed point, per model.
+* fraction_<scheme>.png: Acc_pl against the piggyback data fraction gamma (Fig. 5), per model.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from trd.engine.atomic import atomic_write
+from trd.report.cells import OK, aggregate
+from trd.report.records import variant_name
+from trd.report.tables import Experiment
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return path
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+
+
+def lam_sweep(ex: Experiment, out: Path) -> list[Path]:
+    swept = [v for v in ex.variants if "lam" in json.loads(v)]
+    if not swept or ex.paper_scheme is None:
+        return []
+    paths = []
+    for task in ex.tasks:
+        fig = Figure(figsize=(5.5, 4.2))
+        ax = fig.add_subplot()
+        by_method: dict[str, list[tuple[float, float, float]]] = {}
+        for v in swept:
+            acc_t, acc_pl = ex.acc(v, "target"), ex.acc_pl(v, task)
+            if acc_t.status == OK and acc_pl.status == OK:
+                labels = json.loads(v)
+                by_method.setdefault(labels.get("method", "?"), []).append((labels["lam"], acc_t.value, acc_pl.value))
+        for method, points in by_method.items():
+            points.sort()
+            ax.plot([p[1] * 100 for p in points], [p[2] * 100 for p in points], "o-", label=method)
+            for lam, x, y in points:
+                ax.annotate(f"λ={lam:g}", (x * 100, y * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for ref, marker in (("tl", "*"), ("tgt", "s")):
+            acc_t, acc_pl = ex.acc(ex.reference[ref], "target"), ex.acc_pl(ex.reference[ref], task)
+            if acc_t.status == OK and acc_pl.status == OK:
+                ax.plot([acc_t.value * 100], [acc_pl.value * 100], marker, markersize=10, label=ref.upper())
+        scratch = ex.acc_pl(ex.reference["scratch"], task)
+        if scratch.status == OK:
+            ax.axhline(scratch.value * 100, color="grey", linestyle=":", label="scratch (PL)")
+        if not by_method:
+            continue
+        ax.set(xlabel="target accuracy Acc_t (%)", ylabel=f"PL accuracy on {task} (%)",
+               title=f"PL vs target accuracy over λ ({ex.paper_scheme})")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out / f"lam_sweep_{_safe(task)}.png"))
+    return paths
+
+
+def learning_curves(ex: Experiment, out: Path) -> list[Path]:
+    paths = []
+    for task in ex.tasks:
+        for scheme in ex.schemes:
+            fig = Figure(figsize=(5.5, 4.2))
+            ax = fig.add_subplot()
+            drawn = 0
+            for v in ex.variants:
+                records = [r for r in ex.of("piggyback", v, piggyback=task, scheme=scheme) if r.ok]
+                curves = [r.metrics["grid"][0]["curve"] for r in records if r.metrics["grid"][0]["status"] == "done"]
+                if not curves:
+                    continue
+                length = min(len(c) for c in curves)
+                mean = [sum(c[e] for c in curves) / len(curves) * 100 for e in range(length)]
+                ax.plot(range(1, length + 1), mean, "o-", markersize=3,
+                        label=f"{variant_name(v)} (n={len(curves)})")
+                drawn += 1
+            if not drawn:
+                continue
+            ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"PL learning curves: {task}, {scheme}")
+            ax.legend(fontsize=8)
+            paths.append(_save(fig, out / f"curves_{_safe(task)}_{_safe(scheme)}.png"))
+    return paths
+
+
+def fraction_plot(ex: Experiment, out: Path) -> list[Path]:
+    if ex.paper_scheme is None:
+        return []
+    records = [r for r in ex.of("piggyback", scheme=ex.paper_scheme) if r.label("fraction") is not None]
+    if not records:
+        return []
+    fig = Figure(figsize=(5.5, 4.2))
+    ax = fig.add_subplot()
+    for v in ex.variants:
+        points = []
+        for fraction in sorted({r.label("fraction") for r in records}):
+            cell = aggregate([r for r in records if r.variant == v and r.label("fraction") == fraction],
+                             "acc_pl.final")
+            if cell.status == OK:
+                points.append((fraction, cell.value * 100))
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=variant_name(v))
+    ax.set(xscale="log", xlabel="piggyback data fraction γ", ylabel="PL accuracy (%)",
+           title=f"PL accuracy vs piggyback data ({ex.paper_scheme})")
+    ax.legend(fontsize=8)
+    return [_save(fig, out / f"fraction_{_safe(ex.paper_scheme)}.png")]
+
+
+def all_plots(ex: Experiment, out: Path) -> list[Path]:
+    return lam_sweep(ex, out) + learning_curves(ex, out) + fraction_plot(ex, out)

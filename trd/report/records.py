@@ -1,0 +1,71 @@
+"""An experiment's stages as the report sees them: plan.json for where they are, metrics.json for what they got.
+
+Nothing else is read, so every number in a report comes from one of these files (a record keeps its path).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trd.engine.atomic import read_json
+from trd.metrics import DONE, FILE
+
+# Labels that say which evaluation, attack or seed a stage is rather than which released model it is about:
+# what is left of a stage's labels once these are dropped names its model variant (a table row).
+STAGE_LABELS = frozenset({"evaluates", "released", "attacks", "piggyback", "scheme", "seed", "model_seed",
+                          "fraction", "paper_scheme"})
+
+
+@dataclass
+class Record:
+    name: str
+    kind: str
+    dir: Path
+    labels: dict
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """done / failed / diverged / running, or pending when the stage has not started (no metrics.json)."""
+        return self.metrics.get("status", "pending")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == DONE
+
+    @property
+    def metrics_path(self) -> str:
+        return str(self.dir / FILE)
+
+    @property
+    def variant(self) -> str:
+        """The model variant as a canonical string: its labels without the per-stage ones."""
+        return variant_key(self.labels)
+
+    def label(self, key: str, default=None):
+        return self.labels.get(key, default)
+
+
+def variant_key(labels: dict) -> str:
+    return json.dumps({k: v for k, v in labels.items() if k not in STAGE_LABELS}, sort_keys=True, default=str)
+
+
+def variant_name(key: str) -> str:
+    """'gc lam=0.1' from '{"lam": 0.1, "method": "gc"}'."""
+    labels = json.loads(key)
+    rest = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "method")
+    return f"{labels.get('method', '?')} {rest}".strip()
+
+
+def load_records(exp_dir: str | Path) -> list[Record]:
+    exp_dir = Path(exp_dir)
+    plan = read_json(exp_dir / "plan.json")
+    if plan is None:
+        raise FileNotFoundError(f"{exp_dir} has no plan.json: give an experiment directory written by launch/submit.py")
+    records = []
+    for name, stage in plan["stages"].items():
+        stage_dir = Path(stage["dir"])
+        metrics = read_json(stage_dir / FILE, default={}) or {}
+        records.append(Record(name, stage["kind"], stage_dir, dict(stage.get("labels") or {}), metrics))
+    return records

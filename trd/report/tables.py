@@ -1,0 +1,187 @@
+"""The report's tables, built from records alone (see cells.py for what a cell is).
+
+* table1: the DTL paper's Table 1 layout: per model variant, dAcc_t vs TGT, dAcc_t vs TL and, per piggyback
+  task, dAcc_pl vs TL and the disposal ratio, all with the paper scheme's acc_pl.final; a Reference row holds
+  the absolute accuracies the differences are taken from.
+* worst_case: the same for the best-of-grid attacker: per seed the best acc_pl.best over all schemes.
+* table3: the paper's Table 3 layout: Acc_s, Acc_t and Acc_pl (paper scheme, best-of-grid) per task.
+* piggyback: every (variant, task, scheme): acc_pl.final and acc_pl.best.
+* mia: attack accuracy and AUC per membership-inference attack.
+Means +- std are over seeds (PL seeds and sweep points with the same labels).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from trd.report.cells import Cell, aggregate, difference, missing, ratio_cell
+from trd.report.records import Record, variant_key, variant_name
+
+REFERENCES = ("tl", "tgt", "scratch")
+TABLE_KINDS = ("evaluate", "piggyback", "mia")
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, dict[str, Cell]]] = field(default_factory=list)
+    caption: str = ""
+
+    def add(self, row: str, cells: dict[str, Cell]) -> None:
+        self.rows.append((row, {c: cells.get(c, missing("not measured")) for c in self.columns}))
+
+
+class Experiment:
+    """Records indexed the way the tables ask for them."""
+
+    def __init__(self, records: list[Record], paper_scheme: str | None):
+        self.records = [r for r in records if r.kind in TABLE_KINDS]
+        piggyback = self.of("piggyback")
+        self.tasks = list(dict.fromkeys(r.label("piggyback") for r in piggyback))
+        self.schemes = list(dict.fromkeys(r.label("scheme") for r in piggyback))
+        if paper_scheme is None and len(self.schemes) == 1:
+            paper_scheme = self.schemes[0]
+        self.paper_scheme = paper_scheme
+        found = list(dict.fromkeys(r.variant for r in self.records))
+        method = {v: json.loads(v).get("method") for v in found}
+        order = {m: i for i, m in enumerate(REFERENCES)}
+        # References first (TL, TGT), scratch last, the rest in plan order between them.
+        self.variants = sorted(found, key=lambda v: (0 if method[v] in ("tl", "tgt") else 2 if method[v] == "scratch"
+                                                     else 1, order.get(method[v], 0)))
+        self.reference = {m: next((v for v in self.variants if method[v] == m), None) for m in REFERENCES}
+
+    def of(self, kind: str, variant: str | None = None, **labels) -> list[Record]:
+        return [r for r in self.records if r.kind == kind and (variant is None or r.variant == variant)
+                and all(r.label(k) == v for k, v in labels.items())]
+
+    def acc(self, variant: str | None, role: str) -> Cell:
+        if variant is None:
+            return missing("no such model in this experiment")
+        # Only models with a source head have acc.source; the target head is always measured.
+        return aggregate(self.of("evaluate", variant), f"acc.{role}", if_null="n/a" if role == "source" else None,
+                         absent=f"{variant_name(variant)} has no evaluate stage")
+
+    def acc_pl(self, variant: str | None, task: str) -> Cell:
+        """The paper scheme's acc_pl.final."""
+        if variant is None:
+            return missing("no such model in this experiment")
+        if self.paper_scheme is None:
+            return missing("no paper scheme named: pass --paper-scheme")
+        return aggregate(self.of("piggyback", variant, piggyback=task, scheme=self.paper_scheme), "acc_pl.final",
+                         absent=f"{variant_name(variant)} was not attacked on {task} with {self.paper_scheme}")
+
+    def acc_pl_best(self, variant: str | None, task: str) -> Cell:
+        """Best-of-grid: per (attacked model, seed) the best acc_pl.best over every scheme, then mean over seeds."""
+        if variant is None:
+            return missing("no such model in this experiment")
+        return aggregate(self.of("piggyback", variant, piggyback=task), "acc_pl.best",
+                         group=lambda r: (r.label("released"), r.label("model_seed"), r.label("seed")),
+                         absent=f"{variant_name(variant)} was not attacked on {task}")
+
+
+def _name(variant: str | None) -> str:
+    return variant_name(variant) if variant else "?"
+
+
+def _disposal_table(ex: Experiment, name: str, title: str, pl, caption: str) -> Table:
+    tl, tgt, scratch = (ex.reference[m] for m in REFERENCES)
+    columns = ["ΔAcc_t vs TGT", "ΔAcc_t vs TL"]
+    for task in ex.tasks:
+        columns += [f"ΔAcc_pl {task} vs TL", f"disposal ratio {task}"]
+    table = Table(name, title, columns, caption=caption)
+    for variant in ex.variants:
+        acc_t = ex.acc(variant, "target")
+        cells = {"ΔAcc_t vs TGT": difference(acc_t, ex.acc(tgt, "target")) if acc_t.status != "n/a" else acc_t,
+                 "ΔAcc_t vs TL": difference(acc_t, ex.acc(tl, "target")) if acc_t.status != "n/a" else acc_t}
+        for task in ex.tasks:
+            x = pl(variant, task)
+            cells[f"ΔAcc_pl {task} vs TL"] = difference(x, pl(tl, task)) if x.status != "n/a" else x
+            cells[f"disposal ratio {task}"] = ratio_cell(x, pl(tl, task), pl(scratch, task))
+        table.add(variant_name(variant), cells)
+    reference = {"ΔAcc_t vs TGT": ex.acc(tgt, "target"), "ΔAcc_t vs TL": ex.acc(tl, "target")}
+    for task in ex.tasks:
+        reference[f"ΔAcc_pl {task} vs TL"] = pl(tl, task)
+        reference[f"disposal ratio {task}"] = pl(scratch, task)
+    table.add("Reference (absolute: Acc_t TGT, Acc_t TL, Acc_pl TL, Acc_pl scratch)", reference)
+    return table
+
+
+def table1(ex: Experiment) -> Table:
+    return _disposal_table(
+        ex, "table1", "Table 1: disposal (paper scheme)", ex.acc_pl,
+        f"Differences in percentage points against TGT and TL; Acc_pl is the final-epoch accuracy of the paper "
+        f"scheme `{ex.paper_scheme}` at its fixed learning rate. Disposal ratio = (Acc_pl(TL) - Acc_pl(X)) / "
+        f"(Acc_pl(TL) - Acc_pl(scratch)): 0 gives an attacker what TL gives, 1 nothing beyond a random init.")
+
+
+def worst_case(ex: Experiment) -> Table:
+    return _disposal_table(
+        ex, "worst_case", "Worst case: best-of-grid attacker", ex.acc_pl_best,
+        "As Table 1, with Acc_pl the attacker's best test accuracy over every scheme, learning rate and epoch "
+        f"(schemes: {', '.join(ex.schemes)}): selected on the test set, an upper bound on these attackers.")
+
+
+def table3(ex: Experiment) -> Table:
+    columns = ["Acc_s", "Acc_t"]
+    for task in ex.tasks:
+        columns += [f"Acc_pl {task}", f"Acc_pl {task} best-of-grid"]
+    table = Table("table3", "Table 3: source, target and piggyback accuracy", columns,
+                  caption="Acc_s through the private source head (models that have one), Acc_t through the "
+                          "released target head, Acc_pl as in Table 1 and the worst case.")
+    for variant in ex.variants:
+        cells = {"Acc_s": ex.acc(variant, "source"), "Acc_t": ex.acc(variant, "target")}
+        for task in ex.tasks:
+            cells[f"Acc_pl {task}"] = ex.acc_pl(variant, task)
+            cells[f"Acc_pl {task} best-of-grid"] = ex.acc_pl_best(variant, task)
+        table.add(variant_name(variant), cells)
+    return table
+
+
+def piggyback_table(ex: Experiment) -> Table:
+    table = Table("piggyback", "Piggyback attacks by scheme", ["final", "best"],
+                  caption="final: last epoch at the scheme's first learning rate; best: best epoch and learning "
+                          "rate of the scheme's grid.")
+    for variant in ex.variants:
+        for task in ex.tasks:
+            for scheme in ex.schemes:
+                records = ex.of("piggyback", variant, piggyback=task, scheme=scheme)
+                if records:
+                    table.add(f"{variant_name(variant)} · {task} · {scheme}",
+                              {"final": aggregate(records, "acc_pl.final"), "best": aggregate(records, "acc_pl.best")})
+    return table
+
+
+def mia_table(ex: Experiment) -> Table:
+    attacks = list(dict.fromkeys(a for r in ex.of("mia") if r.ok and r.metrics.get("mia")
+                                 for a in r.metrics["mia"]))
+    columns = [f"{a} {m}" for a in attacks for m in ("acc", "auc")] or ["attacks"]
+    table = Table("mia", "Membership inference on the source training data", columns,
+                  caption="Held-out balanced attack accuracy (%) and AUC; 50% / 0.5 is chance. Models without a "
+                          "source head are skipped.")
+    for variant in ex.variants:
+        records = ex.of("mia", variant)
+        if not records:
+            continue
+        cells = {}
+        for a in attacks:
+            cells[f"{a} acc"] = aggregate(records, f"mia.{a}.acc")
+            cells[f"{a} auc"] = aggregate(records, f"mia.{a}.auc", unit="ratio")
+        if not attacks:
+            cells["attacks"] = aggregate(records, "mia")
+        table.add(variant_name(variant), cells)
+    return table
+
+
+def all_tables(ex: Experiment) -> list[Table]:
+    tables = [table1(ex), worst_case(ex), table3(ex)]
+    if ex.tasks:
+        tables.append(piggyback_table(ex))
+    if ex.of("mia"):
+        tables.append(mia_table(ex))
+    return tables
+
+
+__all__ = ["Experiment", "Table", "all_tables", "mia_table", "piggyback_table", "table1", "table3", "variant_key",
+           "worst_case"]

@@ -1,0 +1,50 @@
+"""Tables to markdown (for people) and CSV (for tracing: one line per cell with the metrics.json it came from)."""
+from __future__ import annotations
+
+import csv
+import io
+
+from trd.report.records import Record
+from trd.report.tables import Table
+
+CSV_COLUMNS = ("row", "column", "text", "value", "std", "n", "status", "unit", "field", "sources", "note")
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table_markdown(table: Table) -> str:
+    lines = [f"## {table.title}", ""]
+    if table.caption:
+        lines += [table.caption, ""]
+    lines.append("| " + " | ".join(["model", *map(_md_escape, table.columns)]) + " |")
+    lines.append("|" + "---|" * (len(table.columns) + 1))
+    for row, cells in table.rows:
+        lines.append("| " + " | ".join([_md_escape(row), *(_md_escape(cells[c].text()) for c in table.columns)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(table: Table) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row, cells in table.rows:
+        for column in table.columns:
+            c = cells[column]
+            writer.writerow([row, column, c.text(), "" if c.value is None else repr(c.value),
+                             "" if c.std is None else repr(c.std), c.n, c.status, c.unit, c.field,
+                             ";".join(c.sources), c.note])
+    return out.getvalue()
+
+
+def problems_markdown(records: list[Record]) -> str:
+    """Every stage that did not finish, with its error and log: a failure is never dropped from a report."""
+    bad = [r for r in records if not r.ok]
+    if not bad:
+        return "## Stages\n\nEvery stage finished.\n"
+    lines = ["## Stages that did not finish", "", "| stage | status | error | log |", "|---|---|---|---|"]
+    for r in bad:
+        lines.append("| " + " | ".join(_md_escape(v) for v in (r.name, r.status, r.metrics.get("error") or "",
+                                                                  r.metrics.get("log") or str(r.dir))) + " |")
+    return "\n".join(lines) + "\n"
