@@ -6,7 +6,6 @@ wave, since it has no dependencies of its own.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
@@ -20,6 +19,7 @@ from trd.engine.atomic import atomic_write_json, read_json
 from trd.metrics import DONE, read_metrics
 from trd.plan import ConfigError, Plan, StageSpec, take
 from trd.stages.runner import StageJob
+from trd.status import SLURM_FINAL, slurm_job
 
 LAUNCHER_KEYS = ("name", "wait", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb",
                  "timeout_min", "max_num_timeout", "max_parallel", "partition", "account", "qos",
@@ -67,9 +67,10 @@ def _executor(launcher: Mapping, folder: Path):
     return ex
 
 
-def _record_job(spec: StageSpec, job) -> None:
-    atomic_write_json(spec.dir / "job.json", {"job_id": job.job_id, "stdout": str(job.paths.stdout),
-                                              "stderr": str(job.paths.stderr), "submitted": time.time()})
+def _record_job(spec: StageSpec, job, launcher_name: str) -> None:
+    atomic_write_json(spec.dir / "job.json", {"job_id": job.job_id, "launcher": launcher_name,
+                                              "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+                                              "submitted": time.time()})
 
 
 def _arrays(wave: list[StageSpec]) -> list[list[StageSpec]]:
@@ -89,24 +90,13 @@ def _submit_array(ex, group: list[StageSpec], dependency: list[str], launcher: M
         ex.update_parameters(additional_parameters=extra)
     jobs = ex.submit_array([StageJob(spec.dir) for spec in group])
     for spec, job in zip(group, jobs):
-        _record_job(spec, job)
+        _record_job(spec, job, launcher["name"])
     return jobs
 
 
-# SLURM states after which a job will not run again (REQUEUED and PREEMPTED are not final).
-SLURM_FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                         "DEADLINE"})
-
-
 def slurm_state(job_id: str) -> str | None:
-    """slurmctld's state of a job or array task; None once it has forgotten the job (MinJobAge).
-
-    submitit asks sacct, which fails on clusters without accounting storage and then never reports a
-    cancelled job as done; scontrol reads slurmctld itself.
-    """
-    proc = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True)
-    match = re.search(r"\bJobState=(\w+)", proc.stdout) if proc.returncode == 0 else None
-    return match.group(1) if match else None
+    """slurmctld's state of a job or array task; None once it has forgotten the job (MinJobAge)."""
+    return slurm_job(job_id).get("JobState")
 
 
 def _job_finished(launcher_name: str, job) -> bool:
@@ -118,8 +108,9 @@ def _job_finished(launcher_name: str, job) -> bool:
 
 def _active_slurm_job(spec: StageSpec) -> str | None:
     """The job of an earlier submission that is still queued or running this stage, if any."""
-    job_id = read_json(spec.dir / "job.json", default={}).get("job_id")
-    if job_id is None:
+    job = read_json(spec.dir / "job.json", default={})
+    job_id = job.get("job_id")
+    if job_id is None or job.get("launcher", "slurm") != "slurm":  # a local job's id is a process id
         return None
     state = slurm_state(job_id)
     return job_id if state is not None and state not in SLURM_FINAL else None
