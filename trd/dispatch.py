@@ -80,11 +80,11 @@ def _arrays(wave: list[StageSpec]) -> list[list[StageSpec]]:
     return list(groups.values())
 
 
-def _submit_array(ex, group: list[StageSpec], dependency: list[str], launcher: Mapping):
+def _submit_array(ex, group: list[StageSpec], dependency: str | None, launcher: Mapping):
     if launcher["name"] == "slurm":
         extra = dict(launcher.get("additional") or {})
         if dependency:
-            extra["dependency"] = "afterok:" + ":".join(dependency)
+            extra["dependency"] = dependency
             # A dependent whose input failed is cancelled at once, not left pending forever.
             extra["kill-on-invalid-dep"] = "yes"
         ex.update_parameters(additional_parameters=extra)
@@ -92,6 +92,26 @@ def _submit_array(ex, group: list[StageSpec], dependency: list[str], launcher: M
     for spec, job in zip(group, jobs):
         _record_job(spec, job, launcher["name"])
     return jobs
+
+
+def _slurm_arrays(group: list[StageSpec],
+                  dependency_ids: Mapping[str, str]) -> list[tuple[list[StageSpec], str | None]]:
+    """Splits a fan-out into arrays whose one SLURM dependency is exact for every task.
+
+    All tasks of an array share one dependency: afterok on the union of their inputs' jobs would hold
+    (and on failure cancel) a task for an input it does not have, e.g. every sweep point's evaluation
+    when one point's transfer diverged. Task i depending on task i of one upstream array is aftercorr;
+    otherwise tasks are grouped by identical inputs.
+    """
+    deps = [tuple(sorted({dependency_ids[d] for d in s.inputs.values() if d in dependency_ids})) for s in group]
+    if len(group) > 1 and all(len(d) == 1 for d in deps):
+        upstream = deps[0][0].split("_")[0]
+        if [d[0] for d in deps] == [f"{upstream}_{i}" for i in range(len(group))]:
+            return [(group, f"aftercorr:{upstream}")]
+    parts: dict[tuple[str, ...], list[StageSpec]] = {}
+    for spec, dep in zip(group, deps):
+        parts.setdefault(dep, []).append(spec)
+    return [(part, "afterok:" + ":".join(dep) if dep else None) for dep, part in parts.items()]
 
 
 def slurm_state(job_id: str) -> str | None:
@@ -158,7 +178,7 @@ def _run_local(plan: Plan, ex, launcher: Mapping, result: Dispatch) -> dict[str,
         for group in _arrays(todo):
             for start in range(0, len(group), max_parallel):
                 part = group[start:start + max_parallel]
-                jobs = dict(zip([s.name for s in part], _submit_array(ex, part, [], launcher)))
+                jobs = dict(zip([s.name for s in part], _submit_array(ex, part, None, launcher)))
                 _wait(jobs, "local", float(launcher["poll_s"]))
                 submitted.update(jobs)
         _classify(plan, [s.name for s in todo], result)
@@ -180,10 +200,10 @@ def _submit_slurm(plan: Plan, ex, launcher: Mapping, result: Dispatch) -> dict[s
                 else:
                     todo.append(spec)
             for group in _arrays(todo):
-                deps = sorted({dependency_ids[d] for s in group for d in s.inputs.values() if d in dependency_ids})
-                jobs = dict(zip([s.name for s in group], _submit_array(ex, group, deps, launcher)))
-                submitted.update(jobs)
-                dependency_ids.update({name: job.job_id for name, job in jobs.items()})
+                for part, dependency in _slurm_arrays(group, dependency_ids):
+                    jobs = dict(zip([s.name for s in part], _submit_array(ex, part, dependency, launcher)))
+                    submitted.update(jobs)
+                    dependency_ids.update({name: job.job_id for name, job in jobs.items()})
     except submitit.core.utils.FailedJobError as err:
         for job in submitted.values():
             subprocess.run(["scancel", str(job.job_id)], capture_output=True)
