@@ -22,8 +22,8 @@ from trd.stages.base import SPEC_FILE, StageContext, get_stage
 def _job_log() -> str | None:
     try:
         return str(submitit.JobEnvironment().paths.stderr)
-    except RuntimeError:
-        return None
+    except RuntimeError:  # not a submitit job: srun/torchrun scripts name their log themselves
+        return os.environ.get("TRD_JOB_LOG")
 
 
 def run_stage(stage_dir: str | Path) -> dict:
@@ -42,6 +42,11 @@ def run_stage(stage_dir: str | Path) -> dict:
     )
     base = {"kind": ctx.kind, "stage": ctx.name, "hash": spec["hash"], **spec.get("labels", {})}
     log_path = _job_log()
+    resumed = ctx.ckpt.progress()
+    if env.is_main and resumed is not None:
+        # A requeued or restarted job says where it picks up, so its log explains why it starts mid-way.
+        where = ", ".join(f"{key} {value}" for key, value in resumed.items())
+        print(f"trd: {ctx.name} resumes from its checkpoint ({where})", file=sys.stderr, flush=True)
     if env.is_main:
         write_metrics(stage_dir, {**base, "status": RUNNING, "log": log_path, "world_size": env.world_size})
     start = time.time()
