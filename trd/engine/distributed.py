@@ -1,8 +1,9 @@
-"""Who am I in the job: rank/world from torchrun, SLURM (through submitit) or nothing at all."""
+"""Who am I in the job: rank/world from torchrun, SLURM (through submitit, or a plain srun) or nothing at all."""
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from dataclasses import dataclass
 
 import torch
@@ -35,8 +36,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list ("gpu[03-04],gpu07")."""
+    proc = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return proc.stdout.split()[0]
+
+
+def _srun_env() -> DistEnv | None:
+    """The ranks of a job step started by srun (slurm/sbatch_template.sh), or None outside a multi-task step.
+
+    Only srun's steps have SLURM_STEP_*: the batch script itself also sees SLURM_PROCID=0 and SLURM_NTASKS, and
+    a python run there directly is one process, not rank 0 of a world that never comes.
+    """
+    if "SLURM_STEP_ID" not in os.environ or int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) < 2:
+        return None
+    nodes = int(os.environ.get("SLURM_STEP_NUM_NODES", "1"))
+    master = os.environ.get("MASTER_ADDR") or (
+        _first_host(os.environ["SLURM_STEP_NODELIST"]) if nodes > 1 else "127.0.0.1")
+    # Several steps of one job may train at once: the step id keeps their ports apart.
+    port = os.environ.get("MASTER_PORT") or _port_from_job_id(os.environ["SLURM_JOB_ID"] + os.environ["SLURM_STEP_ID"])
+    return DistEnv(
+        rank=int(os.environ["SLURM_PROCID"]),
+        world_size=int(os.environ["SLURM_STEP_NUM_TASKS"]),
+        local_rank=int(os.environ["SLURM_LOCALID"]),
+        master_addr=master,
+        master_port=int(port),
+    )
+
+
 def detect_env() -> DistEnv:
-    """Reads the launcher's environment: torchrun first, then a submitit job (SLURM or local), else one process."""
+    """Reads the launcher's environment: torchrun first, then a submitit job (SLURM or local), then a plain
+    srun step, else one process."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return DistEnv(
             rank=int(os.environ["RANK"]),
@@ -57,7 +87,8 @@ def detect_env() -> DistEnv:
                 master_addr=job.hostnames[0] if job.num_nodes > 1 else "127.0.0.1",
                 master_port=_port_from_job_id(job.job_id),
             )
-    return DistEnv(master_port=free_port())
+        return DistEnv(master_port=free_port())
+    return _srun_env() or DistEnv(master_port=free_port())
 
 
 def init_distributed(env: DistEnv) -> None:
