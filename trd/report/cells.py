@@ -112,6 +112,8 @@ def difference(x: Cell, ref: Cell) -> Cell:
     failed = _combined_failure([x, ref], field, "delta")
     if failed is not None:
         return failed
+    if x.sources == ref.sources:  # a model against itself (TL's row vs TL): exactly zero, no spread
+        return Cell(0.0, None, x.n, OK, field, x.sources, unit="delta")
     std = None if x.std is None and ref.std is None else math.hypot(x.std or 0.0, ref.std or 0.0)
     return Cell(x.value - ref.value, std, min(x.n, ref.n), OK, field, _sources(x.sources, ref.sources), unit="delta")
 

@@ -71,12 +71,13 @@ def learning_curves(ex: Experiment, out: Path) -> list[Path]:
         for scheme in ex.schemes:
             fig = Figure(figsize=(5.5, 4.2))
             ax = fig.add_subplot()
-            drawn = 0
+            drawn, lrs = 0, set()
             for v in ex.variants:
                 records = [r for r in ex.of("piggyback", v, piggyback=task, scheme=scheme) if r.ok]
                 curves = [r.metrics["grid"][0]["curve"] for r in records if r.metrics["grid"][0]["status"] == "done"]
                 if not curves:
                     continue
+                lrs.update(r.metrics["grid"][0]["lr"] for r in records)
                 length = min(len(c) for c in curves)
                 mean = [sum(c[e] for c in curves) / len(curves) * 100 for e in range(length)]
                 ax.plot(range(1, length + 1), mean, "o-", markersize=3,
@@ -84,7 +85,9 @@ def learning_curves(ex: Experiment, out: Path) -> list[Path]:
                 drawn += 1
             if not drawn:
                 continue
-            ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"PL learning curves: {task}, {scheme}")
+            ax.set(xlabel="epoch", ylabel="test accuracy (%)",
+                   title=f"PL learning curves: {task}, {scheme} (lr={', '.join(f'{lr:g}' for lr in sorted(lrs))})")
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.legend(fontsize=8)
             paths.append(_save(fig, out / f"curves_{_safe(task)}_{_safe(scheme)}.png"))
     return paths

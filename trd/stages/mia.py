@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trd.attacks import collect_outputs, run_all
 from trd.data import build_loader, ensure_role_shards
 from trd.models.io import load_model
 from trd.plan import ConfigError, planner, take
@@ -59,6 +58,8 @@ def sample_batches(loader, chosen: np.ndarray):
 
 
 def source_outputs(ctx, model, head, split: str):
+    from trd.attacks import collect_outputs
+
     c = ctx.config
     ensure_role_shards(c["source"])
     # One process reads the whole split in its fixed order (no augmentation), so sample positions are stable.
@@ -73,6 +74,8 @@ def source_outputs(ctx, model, head, split: str):
 
 @stage("mia")
 def run_mia(ctx) -> dict:
+    from trd.attacks import run_all  # scikit-learn: imported by mia jobs only, not by every stage job
+
     c = ctx.config
     if not ctx.env.is_main:  # the attack is one process's work; other ranks only wait for it
         return {}

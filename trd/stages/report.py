@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from trd.plan import ConfigError, planner
-from trd.report import write_report
 from trd.stages.base import stage
 
 REPORTED_KINDS = ("evaluate", "piggyback", "mia")
@@ -30,6 +29,8 @@ def plan_report(cfg, plan) -> None:
 
 @stage("report")
 def run_report(ctx) -> dict:
+    from trd.report import write_report  # matplotlib: imported by the report job only, not by every stage job
+
     if not ctx.env.is_main:
         return {}
     return {"report": write_report(ctx.config["exp_dir"])}

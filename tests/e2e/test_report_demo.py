@@ -1,0 +1,124 @@
+"""The demo with its attack stages through launch/submit.py: PL and MIA for every released model, the report as
+the last job with every cell traceable to a metrics.json, and a failed PL job reported as failed."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli import FAST, REPO, stage_metrics, submit
+from trd.report.cells import dig
+
+pytestmark = pytest.mark.slow
+
+# A quarter of the source data, half the piggyback data, one epoch per attacker and a few hundred MIA samples:
+# the pipeline's shape, not its accuracy (learning-rate grids are tested in test_piggyback_stage.py). The
+# piggyback fraction also puts `fraction` into the PL labels.
+SMALL = ["+data.source.fraction=0.25", "+data.piggyback.synth.fraction=0.5", "piggyback.schemes.finetune.epochs=1",
+         "piggyback.schemes.finetune.optim.lr=[0.05]", "piggyback.schemes.linear.epochs=1", "mia.max_samples=200",
+         "dispose.epochs=1"]
+ATTACKS = {"loss", "confidence", "entropy", "modified_entropy", "classifier"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("out")
+    proc = submit("+exp=demo", f"out_root={out}", *FAST, *SMALL, data_root=data_root)
+    return out, out / "demo", proc
+
+
+def _plan(exp: Path) -> dict:
+    return json.loads((exp / "plan.json").read_text())["stages"]
+
+
+def _csv(exp: Path, table: str) -> list[dict]:
+    with open(exp / "report" / f"{table}.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_released_model_and_scratch_is_attacked_with_every_scheme(demo):
+    _, exp, _ = demo
+    plan, metrics = _plan(exp), stage_metrics(exp)
+    released = [n for n, s in plan.items() if s["kind"] in ("transfer", "dispose")]
+    pl = {n: m for n, m in metrics.items() if plan[n]["kind"] == "piggyback"}
+    assert {(m["released"], m["scheme"]) for m in pl.values()} == {
+        (r, s) for r in released + ["scratch"] for s in ("finetune", "linear")}
+    for m in pl.values():
+        assert m["status"] == "done" and m["piggyback"] == "synth" and m["seed"] == 0 and m["fraction"] == 0.5
+        assert m["method"] == ("scratch" if m["released"] == "scratch" else metrics[m["released"]]["method"])
+        assert len(m["grid"]) == 1 and len(m["grid"][0]["curve"]) == 1  # grids: test_piggyback_stage.py
+        assert m["acc_pl"]["best"] >= m["acc_pl"]["final"] == m["grid"][0]["curve"][-1]
+
+
+def test_mia_attacks_models_with_a_source_head_and_skips_the_others(demo):
+    _, exp, _ = demo
+    metrics = stage_metrics(exp)
+    tl = metrics["mia/transfer"]
+    assert tl["status"] == "done" and set(tl["mia"]) == ATTACKS
+    assert tl["members"] == tl["nonmembers"] == 200
+    assert all(0 <= r["acc"] <= 1 and 0 <= r["auc"] <= 1 for r in tl["mia"].values())
+    tgt = metrics["mia/tgt"]
+    assert tgt["status"] == "done" and tgt["mia"] is None and "no source head" in tgt["skipped"]
+
+
+def test_report_is_the_last_job_and_every_cell_is_traceable(demo):
+    _, exp, proc = demo
+    plan, metrics = _plan(exp), stage_metrics(exp)
+    assert metrics["report"]["status"] == "done" and (exp / "report" / "report.md").exists()
+    assert set(plan["report"]["inputs"]) == {n for n, s in plan.items() if s["kind"] in ("evaluate", "piggyback", "mia")}
+    by_path = {str(Path(s["dir"]) / "metrics.json"): metrics[n] for n, s in plan.items()}
+    checked = 0
+    for table in ("table1", "worst_case", "table3", "piggyback", "mia"):
+        for row in _csv(exp, table):
+            if row["status"] != "ok":
+                assert row["status"] in ("n/a", "skipped"), row  # nothing failed in this run
+                continue
+            sources = row["sources"].split(";")
+            assert all(s in by_path and by_path[s]["status"] == "done" for s in sources), row
+            if "(" not in row["field"] and " " not in row["field"]:  # a number read straight from the files
+                values = [dig(by_path[s], row["field"]) for s in sources]
+                assert float(row["value"]) == pytest.approx(sum(values) / len(values)), row
+                checked += 1
+    assert checked >= 10
+    t1 = {(r["row"], r["column"]): r for r in _csv(exp, "table1")}
+    assert float(t1[("tl", "disposal ratio synth")]["value"]) == 0.0
+    assert float(t1[("scratch", "disposal ratio synth")]["value"]) == 1.0
+    t3 = {(r["row"], r["column"]): float(r["value"]) for r in _csv(exp, "table3") if r["value"]}
+    assert float(t1[("tl", "ΔAcc_t vs TGT")]["value"]) == pytest.approx(t3[("tl", "Acc_t")] - t3[("tgt", "Acc_t")])
+    assert {p.name for p in (exp / "report").glob("*.png")} >= {"curves_synth_finetune.png", "curves_synth_linear.png",
+                                                              "fraction_finetune.png"}
+
+
+def test_failed_pl_job_is_reported_as_failed(demo, data_root):
+    out, _, _ = demo
+    # The piggyback data with num_classes=5: its labels 5..9 do not fit, found when the job reads the shards.
+    bad = ("+data.piggyback.bad={train: '${data.root}/synth_piggyback/train-{000000..000001}.tar', "
+           "test: '${data.root}/synth_piggyback/test-{000000..000001}.tar', num_classes: 5, image_size: 32}")
+    proc = submit("+exp=demo", f"out_root={out}", "name=other", *FAST, *SMALL, "~piggyback.schemes.linear", bad,
+                  "piggyback.tasks=[synth,bad]", data_root=data_root, check=False)
+    assert proc.returncode == 1
+    assert "stage report did not run because an input stage failed" in proc.stdout
+    exp = out / "other"
+    failed = stage_metrics_or_none(exp)["piggyback/transfer/bad/finetune/s0"]
+    assert failed["status"] == "failed" and "\n" not in failed["error"]
+    assert failed["error"].startswith("DataError: data.piggyback.bad: label ") and "outside [0, 5)" in failed["error"]
+
+    report = subprocess.run([sys.executable, "launch/report.py", str(exp)], cwd=REPO, capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    t1 = {(r["row"], r["column"]): r for r in _csv(exp, "table1")}
+    assert t1[("tl", "ΔAcc_pl bad vs TL")]["text"] == "failed"
+    assert failed["error"] in t1[("tl", "ΔAcc_pl bad vs TL")]["note"]
+    assert t1[("tl", "ΔAcc_pl synth vs TL")]["status"] == "ok"  # the other task is unaffected
+    assert "| piggyback/transfer/bad/finetune/s0 | failed | DataError: data.piggyback.bad" in report.stdout
+
+
+def stage_metrics_or_none(exp: Path) -> dict:
+    out = {}
+    for name, s in _plan(exp).items():
+        path = Path(s["dir"]) / "metrics.json"
+        out[name] = json.loads(path.read_text()) if path.exists() else None
+    return out

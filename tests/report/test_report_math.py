@@ -1,0 +1,191 @@
+"""Report math and tables on hand-written metrics.json files: disposal ratio, mean +- std, best-of-grid,
+failures that stay failures, and every cell traceable to the files it came from."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from trd.report import write_report
+from trd.report.cells import Cell, aggregate, difference, disposal_ratio, mean_std, ratio_cell
+from trd.report.records import Record, load_records
+
+
+def test_disposal_ratio_is_0_for_tl_and_1_for_scratch():
+    tl, scratch = 0.62, 0.18
+    assert disposal_ratio(tl, tl, scratch) == 0.0
+    assert disposal_ratio(scratch, tl, scratch) == 1.0
+    assert disposal_ratio(0.40, tl, scratch) == pytest.approx(0.5)
+    assert disposal_ratio(0.70, tl, scratch) < 0  # gives an attacker more than TL does
+    assert disposal_ratio(0.3, 0.5, 0.5) is None  # no scale when TL and scratch tie
+
+
+def test_ratio_and_difference_cells_carry_every_source():
+    def cell(v, src):
+        return Cell(v, None, 1, "ok", "acc_pl.final", (src,))
+
+    tl, scratch, x = cell(0.6, "tl"), cell(0.2, "scratch"), cell(0.3, "x")
+    r = ratio_cell(x, tl, scratch)
+    assert r.value == pytest.approx(0.75) and r.sources == ("x", "tl", "scratch") and r.text() == "0.750"
+    assert ratio_cell(tl, tl, scratch).value == 0.0 and ratio_cell(scratch, tl, scratch).value == 1.0
+    d = difference(x, tl)
+    assert d.value == pytest.approx(-0.3) and d.text() == "-30.00" and d.sources == ("x", "tl")
+    failed = Cell(status="failed", sources=("bad",), note="bad: DataError: ...")
+    assert ratio_cell(failed, tl, scratch).status == "failed"
+    assert difference(x, failed).text() == "failed" and "bad" in difference(x, failed).sources
+
+
+def test_mean_std_is_the_sample_std():
+    mean, std = mean_std([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1)
+    assert mean_std([0.5]) == (0.5, None)
+
+
+def _record(tmp: Path, name: str, kind: str, labels: dict, metrics: dict | None) -> Record:
+    d = tmp / "stages" / name.replace("/", "_")
+    d.mkdir(parents=True)
+    if metrics is not None:
+        (d / "metrics.json").write_text(json.dumps({**labels, **metrics}))
+    return Record(name, kind, d, labels, {**labels, **metrics} if metrics else {})
+
+
+def test_a_failed_seed_fails_the_cell_instead_of_being_averaged_away(tmp_path):
+    done = [_record(tmp_path, f"pl{s}", "piggyback", {"seed": s}, {"status": "done", "acc_pl": {"final": 0.5 + s / 10}})
+            for s in range(2)]
+    failed = _record(tmp_path, "pl2", "piggyback", {"seed": 2}, {"status": "failed", "error": "DataError: label 7"})
+    pending = _record(tmp_path, "pl3", "piggyback", {"seed": 3}, None)
+    ok = aggregate(done, "acc_pl.final")
+    assert ok.value == pytest.approx(0.55) and ok.n == 2 and ok.std == pytest.approx(math.sqrt(0.005))
+    cell = aggregate(done + [failed], "acc_pl.final")
+    assert cell.status == "failed" and cell.value is None and "DataError: label 7" in cell.note
+    assert failed.metrics_path in cell.sources
+    assert aggregate(done + [pending], "acc_pl.final").status == "pending"
+    assert aggregate([], "acc_pl.final").status == "n/a"
+
+
+def _stage(exp: Path, plan: dict, name: str, kind: str, labels: dict, metrics: dict | None, inputs=()) -> None:
+    d = exp.parent / "stages" / name.replace("/", "_")
+    d.mkdir(parents=True, exist_ok=True)
+    if metrics is not None:
+        (d / "metrics.json").write_text(json.dumps({"kind": kind, "stage": name, **labels, **metrics}))
+    plan["stages"][name] = {"kind": kind, "hash": name, "dir": str(d), "labels": labels,
+                            "inputs": {i: i for i in inputs}}
+
+
+def _pl(final, best, curve=None):
+    return {"status": "done", "acc_pl": {"final": final, "best": best},
+            "grid": [{"point": "lr0.1", "lr": 0.1, "status": "done", "curve": curve or [final]}]}
+
+
+@pytest.fixture
+def experiment(tmp_path) -> Path:
+    """TL, TGT, a GC model over a lam sweep and a scratch reference, two PL seeds, two schemes, a failed job."""
+    exp = tmp_path / "out" / "exp"
+    exp.mkdir(parents=True)
+    plan = {"stages": {}}
+    models = {"transfer": {"method": "tl"}, "tgt": {"method": "tgt"},
+              "dispose/gc": {"method": "gc", "lam": 0.5}, "dispose/gc[lam=0.9]": {"method": "gc", "lam": 0.9}}
+    acc = {"transfer": {"source": 0.6, "target": 0.7}, "tgt": {"target": 0.4},
+           "dispose/gc": {"source": 0.1, "target": 0.68}, "dispose/gc[lam=0.9]": {"source": 0.05, "target": 0.6}}
+    for name, labels in models.items():
+        _stage(exp, plan, f"evaluate/{name}", "evaluate", {**labels, "evaluates": name},
+               {"status": "done", "acc": acc[name]})
+    pl = {  # (final, best) per seed; finetune is the paper scheme
+        ("transfer", "finetune"): [(0.80, 0.82), (0.78, 0.80)], ("transfer", "linear"): [(0.70, 0.85), (0.71, 0.79)],
+        ("tgt", "finetune"): [(0.50, 0.55), (0.52, 0.53)], ("tgt", "linear"): [(0.40, 0.41), (0.42, 0.43)],
+        ("dispose/gc", "finetune"): [(0.30, 0.33), (0.32, 0.35)], ("dispose/gc", "linear"): [(0.20, 0.21), (0.22, 0.23)],
+        ("dispose/gc[lam=0.9]", "finetune"): [(0.25, 0.30), (0.27, 0.31)],
+        ("dispose/gc[lam=0.9]", "linear"): [(0.20, 0.21), None],  # seed 1 failed
+        ("scratch", "finetune"): [(0.20, 0.25), (0.22, 0.27)], ("scratch", "linear"): [(0.10, 0.12), (0.11, 0.13)],
+    }
+    for (model, scheme), seeds in pl.items():
+        labels = {**models.get(model, {"method": "scratch"}), "released": model, "piggyback": "synth",
+                  "scheme": scheme}
+        for seed, result in enumerate(seeds):
+            metrics = _pl(*result) if result else {"status": "failed", "error": "DataError: data.piggyback.synth: boom"}
+            _stage(exp, plan, f"piggyback/{model}/synth/{scheme}/s{seed}", "piggyback", {**labels, "seed": seed},
+                   metrics)
+    _stage(exp, plan, "mia/transfer", "mia", {"method": "tl", "attacks": "transfer"},
+           {"status": "done", "mia": {"loss": {"acc": 0.55, "auc": 0.58}, "classifier": {"acc": 0.52, "auc": 0.53}}})
+    _stage(exp, plan, "mia/tgt", "mia", {"method": "tgt", "attacks": "tgt"},
+           {"status": "done", "mia": None, "skipped": "no source head"})
+    _stage(exp, plan, "report", "report", {"paper_scheme": "finetune"}, None)
+    (exp / "plan.json").write_text(json.dumps(plan))
+    return exp
+
+
+def _cells(exp: Path, table: str) -> dict[tuple[str, str], dict]:
+    with open(exp / "report" / f"{table}.csv") as f:
+        return {(r["row"], r["column"]): r for r in csv.DictReader(f)}
+
+
+def test_tables_follow_the_paper_layout_with_means_over_seeds(experiment):
+    summary = write_report(experiment)
+    assert summary["paper_scheme"] == "finetune"
+    t1 = _cells(experiment, "table1")
+    assert float(t1[("tl", "disposal ratio synth")]["value"]) == 0.0
+    assert float(t1[("scratch", "disposal ratio synth")]["value"]) == 1.0
+    # gc lam=0.5: Acc_pl 0.31 (mean of 0.30, 0.32); TL 0.79; scratch 0.21
+    assert float(t1[("gc lam=0.5", "ΔAcc_pl synth vs TL")]["value"]) == pytest.approx(0.31 - 0.79)
+    assert float(t1[("gc lam=0.5", "disposal ratio synth")]["value"]) == pytest.approx((0.79 - 0.31) / (0.79 - 0.21))
+    assert float(t1[("gc lam=0.5", "ΔAcc_t vs TGT")]["value"]) == pytest.approx(0.68 - 0.4)
+    assert float(t1[("gc lam=0.5", "ΔAcc_t vs TL")]["value"]) == pytest.approx(0.68 - 0.7)
+    assert t1[("gc lam=0.5", "ΔAcc_pl synth vs TL")]["text"] == "-48.00 ± 2.00"  # sqrt(1.41^2 + 1.41^2)
+    assert t1[("tl", "ΔAcc_pl synth vs TL")]["text"] == "+0.00"  # TL against itself has no spread
+    reference = [k for k in t1 if k[0].startswith("Reference")]
+    assert {t1[k]["text"] for k in reference} == {"40.00", "70.00", "79.00 ± 1.41", "21.00 ± 1.41"}
+    # Best-of-grid: per seed the best over schemes (TL: max(0.82, 0.85), max(0.80, 0.79)), then the mean.
+    worst = _cells(experiment, "worst_case")
+    assert float(worst[("Reference (absolute: Acc_t TGT, Acc_t TL, Acc_pl TL, Acc_pl scratch)",
+                        "ΔAcc_pl synth vs TL")]["value"]) == pytest.approx((0.85 + 0.80) / 2)
+    t3 = _cells(experiment, "table3")
+    assert t3[("tgt", "Acc_s")]["status"] == "n/a" and t3[("tl", "Acc_s")]["text"] == "60.00"
+    assert t3[("scratch", "Acc_t")]["status"] == "n/a"
+    mia = _cells(experiment, "mia")
+    assert mia[("tl", "loss auc")]["text"] == "0.580" and mia[("tgt", "loss acc")]["status"] == "skipped"
+
+
+def test_a_failed_pl_job_shows_as_failed_and_is_listed(experiment):
+    write_report(experiment)
+    lam09 = "gc lam=0.9"
+    assert _cells(experiment, "table1")[(lam09, "ΔAcc_pl synth vs TL")]["text"] != "failed"  # paper scheme ran
+    worst = _cells(experiment, "worst_case")[(lam09, "ΔAcc_pl synth vs TL")]
+    assert worst["text"] == "failed" and "boom" in worst["note"]
+    assert any(s.endswith("piggyback_dispose_gc[lam=0.9]_synth_linear_s1/metrics.json")
+               for s in worst["sources"].split(";"))
+    assert _cells(experiment, "piggyback")[(f"{lam09} · synth · linear", "final")]["text"] == "failed"
+    md = (experiment / "report" / "report.md").read_text()
+    assert "| piggyback/dispose/gc[lam=0.9]/synth/linear/s1 | failed | DataError: data.piggyback.synth: boom |" in md
+
+
+def test_every_cell_is_traceable_to_metrics_json(experiment):
+    write_report(experiment)
+    records = {r.metrics_path: r for r in load_records(experiment)}
+    md = (experiment / "report" / "report.md").read_text()
+    for table in ("table1", "worst_case", "table3", "piggyback", "mia"):
+        rows = list(_cells(experiment, table).values())
+        md_rows = [line for line in md.split(f"[{table}.csv]")[0].rsplit("## ", 1)[1].splitlines()
+                   if line.startswith("| ") and not line.startswith("| model")]
+        assert sum(line.count(" | ") for line in md_rows) == len(rows)  # one CSV line per markdown cell
+        for row in rows:
+            if row["status"] in ("ok", "failed", "skipped"):
+                assert row["sources"], row
+                assert all(s in records for s in row["sources"].split(";")), row
+
+
+def test_lam_sweep_and_curves_are_drawn(experiment):
+    summary = write_report(experiment)
+    assert "lam_sweep_synth.png" in summary["plots"] and "curves_synth_finetune.png" in summary["plots"]
+    for name in summary["plots"]:
+        assert (experiment / "report" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_cli_errors_on_a_directory_that_is_no_experiment(tmp_path, capsys):
+    from trd.report.cli import main
+
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("trd: error: ") and "has no plan.json" in err and "\n" not in err
