@@ -185,6 +185,8 @@ def test_user_model_that_does_not_match_the_config_is_refused_at_plan_time(tmp_p
         _plan(tmp_path, data_root, f"+piggyback.models.head={{path: {other_head}}}")
     with pytest.raises(ConfigError, match="does not exist: give the path of a model.safetensors file"):
         _plan(tmp_path, data_root, f"+piggyback.models.gone={{path: {tmp_path / 'gone.safetensors'}}}")
+    with pytest.raises(ConfigError, match="piggyback.models.scratch has the name of a stage or of the scratch"):
+        _plan(tmp_path, data_root, f"+piggyback.models.scratch={{path: {user_model}}}")
 
 
 def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, data_root):

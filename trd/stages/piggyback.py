@@ -183,18 +183,21 @@ def plan_piggyback(cfg, plan) -> None:
     model_cfg = plain(cfg["model"])
 
     attacked: list[tuple[str, dict, dict, dict]] = []  # (name, model config, inputs, labels)
+    source_size = int(role_config(cfg, "source")["image_size"])
+    for task, size in sizes.items():
+        if plan.released() and size != source_size:
+            raise ConfigError(f"data.piggyback.{task}.image_size={size} differs from data.source.image_size="
+                              f"{source_size}: the released models take {source_size}px images; set them equal")
     for released in plan.released():
-        source = role_config(cfg, "source")
-        for task, size in sizes.items():
-            if int(source["image_size"]) != size:
-                raise ConfigError(f"data.piggyback.{task}.image_size={size} differs from data.source.image_size="
-                                  f"{source['image_size']}: the released models take {source['image_size']}px images")
         labels = {k: v for k, v in released.labels.items() if k not in ATTACK_LABELS}
         if "seed" in released.labels:
             labels["model_seed"] = released.labels["seed"]
         attacked.append((released.name, {"init": "released"}, {"model": released.name},
                          {**labels, "released": released.name}))
     for name, node in (pb.get("models") or {}).items():
+        if name == "scratch" or name in plan:
+            raise ConfigError(f"piggyback.models.{name} has the name of a stage or of the scratch reference: "
+                              f"rename it")
         config, labels = _user_model(cfg, name, node, sizes)
         attacked.append((name, config, {}, labels))
     if pb.get("scratch", True):
