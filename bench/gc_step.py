@@ -148,7 +148,8 @@ def time_all(args) -> tuple[dict[str, list[float]], str]:
             step()
             synchronize(args.device)
             times[step.name].append(clock() - start)
-        print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+        latest = {name: round(values[-1], 3) for name, values in times.items()}
+        print(f"repetition {rep + 1}/{args.reps}: {json.dumps(latest)}", file=sys.stderr, flush=True)
     return times, model_name
 
 
@@ -238,13 +239,25 @@ def main() -> None:
         return
 
     times, model_name = time_all(args)
-    peaks = None if args.no_memory else memory_all(args)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU"
-    print(
+    header = (
         f"{datetime.date.today()}, torch {torch.__version__}, {device}, {args.threads} threads, "
         f"{model_name}, batch {args.batch}, {args.reps} repetitions (medians), {args.clock} clock\n"
     )
-    print(table(times, peaks))
+    # Timings first: the memory subprocesses can take long (or be killed) on a busy machine.
+    print(header + "\n" + table(times, None) + "\n", flush=True)
+    print("raw timings (s): " + json.dumps({k: [round(v, 3) for v in vs] for k, vs in times.items()}), flush=True)
+    if not args.no_memory:
+        _return_freed_memory()
+        print("\n" + header + "\n" + table(times, memory_all(args)), flush=True)
+
+
+def _return_freed_memory() -> None:
+    # glibc keeps freed heap pages; give them back so the memory subprocesses have room.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 if __name__ == "__main__":
