@@ -334,6 +334,10 @@ class _CollisionGeometry(_Geometry):
 
 
 class _CosineGeometry(_Geometry):
+    """NGC.  Needs the c x c Gram matrix, so it works on a c x P matrix of the chunk gradients
+    (all-gathered across ranks); its statistics come free with the Gram matrix, whatever
+    ``with_stats`` says.  Every rank must pass the same ``chunks``."""
+
     def __init__(self, values: list[list[Tensor]], world: int, group: dist.ProcessGroup | None, with_stats: bool):
         self.shapes = [g.shape for g in values[0]]
         local = torch.stack([torch.cat([g.reshape(-1) for g in grads]) for grads in values])
