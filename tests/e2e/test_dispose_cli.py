@@ -42,7 +42,8 @@ def test_disposal_methods_run_and_are_evaluated(out_root, data_root):
 
 def test_diverging_disposal_stops_as_diverged_and_keeps_its_last_good_checkpoint(out_root, data_root):
     proc = submit("+exp=demo", f"out_root={out_root}", "name=diverge", *SMALL, "dispose.methods=[neg]",
-                  "dispose.lam=1.0", "dispose.grad_clip=0", "dispose.optim.lr=1e4", "dispose.checkpoint_every=1",
+                  "dispose.lam=1.0", "dispose.grad_clip=0", "dispose.optim.name=sgd", "dispose.optim.lr=1e38",
+                  "dispose.checkpoint_every=1",
                   data_root=data_root, check=False)
     assert proc.returncode == 1
     assert "reused finished stages: pretrain, transfer" in proc.stdout
