@@ -8,7 +8,7 @@ import webdataset as wds
 
 from trd.data import DataError, build_loader, ensure_role_shards
 
-from conftest import epoch_ids, id_image, id_role
+from shard_ids import epoch_ids, id_image, id_role
 
 
 def raises_one_line(match, call, *args, **kwargs) -> str:

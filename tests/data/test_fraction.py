@@ -9,7 +9,7 @@ import webdataset as wds
 from trd.data import build_loader
 from trd.data.catalog import balanced_subset
 
-from conftest import epoch_ids, id_image
+from shard_ids import epoch_ids, id_image
 
 # Class c has 10 * (c + 1) samples: deliberately imbalanced.
 LABELS = [c for c in range(5) for _ in range(10 * (c + 1))]

@@ -9,7 +9,7 @@ import pytest
 import trd.data.index as index_module
 from trd.data import build_loader
 
-from conftest import id_role, write_id_shards
+from shard_ids import id_role, write_id_shards
 
 
 def index_files(cache):
@@ -59,7 +59,7 @@ def test_default_cache_dir_is_under_home(monkeypatch):
 def test_compressed_shards_are_indexed_and_read(tmp_path, compression):
     import webdataset as wds
 
-    from conftest import epoch_ids, id_image
+    from shard_ids import epoch_ids, id_image
 
     for split in ("train", "test"):
         with wds.TarWriter(str(tmp_path / f"{split}.tar.{compression}")) as sink:

@@ -8,7 +8,7 @@ import torch
 
 from trd.data import build_loader
 
-from conftest import epoch_ids, id_role
+from shard_ids import epoch_ids, id_role
 
 # Uneven shard sizes: under any shard assignment the two ranks hold different sample counts.
 UNEVEN = [30, 5, 17, 9, 22, 3, 11, 13]
