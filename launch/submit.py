@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             from trd import sweep
 
-            sweep.collect(cfg, plan_experiment(cfg), HydraConfig.get().job.override_dirname)
+            sweep.collect(cfg, plan_experiment(cfg), list(HydraConfig.get().overrides.task))
             return
         result = run(cfg)
     except (ConfigError, DataError, LauncherError) as err:

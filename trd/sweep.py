@@ -2,6 +2,7 @@
 merged plan goes out together, so shared stages run once and each fan-out is one job array."""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -9,25 +10,40 @@ from omegaconf import DictConfig, OmegaConf
 
 from trd.plan import Plan
 
-_points: list[tuple[DictConfig, Plan, str]] = []
+_points: list[tuple[DictConfig, Plan, list[str]]] = []
 
 
-def collect(cfg: DictConfig, plan: Plan, point: str) -> None:
-    _points.append((cfg, plan, point))
+def collect(cfg: DictConfig, plan: Plan, overrides: list[str]) -> None:
+    _points.append((cfg, plan, list(overrides)))
+
+
+def point_names(overrides: list[list[str]]) -> list[str]:
+    """Each point named by the overrides that differ between points (the swept ones), not the shared ones."""
+    shared = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    return [",".join(o for o in point if o not in shared) for point in overrides]
 
 
 class DispatchSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from trd.data.errors import DataError
+        from trd.dispatch import LauncherError
         from trd.experiment import experiment_dir, launch
+        from trd.plan import ConfigError
 
         if not _points:
             return
+        names = point_names([overrides for _, _, overrides in _points])
         first_cfg, merged, _ = _points[0]
-        exp_dir = experiment_dir(first_cfg)
-        for _, plan, point in _points[1:]:
-            merged.merge(plan, point)
-        points = "\n".join(f"# {point or '(defaults)'}\n{OmegaConf.to_yaml(cfg, resolve=True)}" for cfg, _, point in _points)
+        for (_, plan, _), name in zip(_points[1:], names[1:]):
+            merged.merge(plan, name)
+        configs = "\n".join(f"# {name or '(defaults)'}\n{OmegaConf.to_yaml(cfg, resolve=True)}"
+                            for (cfg, _, _), name in zip(_points, names))
         _points.clear()
-        result = launch(merged, exp_dir, first_cfg.launcher, points)
+        # Hydra turns a callback's exceptions into warnings; a failed submission must fail the command.
+        try:
+            result = launch(merged, experiment_dir(first_cfg), first_cfg.launcher, configs)
+        except (ConfigError, DataError, LauncherError) as err:
+            print(f"trd: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         if result.failed:
             raise SystemExit(1)

@@ -73,3 +73,10 @@ def test_checkpoint_frequency_does_not_change_the_hash(tmp_path):
     a.add("pretrain", "pretrain", {"train": {"epochs": 2, "checkpoint_every": 5}})
     b.add("pretrain", "pretrain", {"train": {"epochs": 2, "checkpoint_every": 500}})
     assert a["pretrain"].hash == b["pretrain"].hash
+
+
+def test_sweep_points_are_named_by_their_swept_overrides_only():
+    from trd.sweep import point_names
+
+    points = [["+exp=demo", "out_root=/x", "transfer.optim.lr=0.01"], ["+exp=demo", "out_root=/x", "transfer.optim.lr=0.02"]]
+    assert point_names(points) == ["transfer.optim.lr=0.01", "transfer.optim.lr=0.02"]

@@ -79,8 +79,8 @@ def test_missing_shards_fail_at_submission_naming_pattern_and_fix(tmp_path, data
 
 def test_failed_stage_is_reported_and_its_dependents_never_run(tmp_path, data_root):
     # Labels 0..19 with num_classes=5: the source data does not fit the model, found while training.
-    proc = submit("+exp=demo", f"out_root={tmp_path}", *FAST, "data.source.num_classes=5", data_root=data_root,
-                  check=False)
+    proc = submit("+exp=demo", f"out_root={tmp_path}", *FAST, "stages=[pretrain,transfer,evaluate]",
+                  "data.source.num_classes=5", data_root=data_root, check=False)
     assert proc.returncode == 1
     exp = tmp_path / "demo"
     metrics = {n: m for n, m in stage_metrics_or_none(exp).items()}
