@@ -138,6 +138,14 @@ def test_backward_accumulates_into_existing_grad_like_any_loss():
         torch.testing.assert_close(p.grad, 2 * g, **TIGHT)
 
 
+def test_second_backward_through_the_same_loss_is_a_clear_error():
+    inputs, targets = batch_for("mlp")
+    loss = gradient_collision_loss(mlp(), inputs, targets, chunks=2)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="supports one backward"):
+        loss.backward()
+
+
 def test_dtl_objective_with_gc_gives_weighted_sum_of_gradients():
     model = bn_cnn()
     reference = copy.deepcopy(model)

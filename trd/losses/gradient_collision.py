@@ -388,7 +388,9 @@ class _CollisionFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: Tensor):
-        state: _BackwardState = ctx.state
+        state: _BackwardState | None = ctx.state
+        if state is None:
+            raise RuntimeError("a gradient-collision loss supports one backward; compute the loss again for another")
         ctx.state = None
         params = state.params
         state.geometry.start_backward(grad_output)
