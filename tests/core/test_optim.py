@@ -43,3 +43,18 @@ def test_deepspeed_config_never_leaves_gradient_clipping_to_deepspeeds_default()
     assert deepspeed_config({"zero_stage": 1}, 8, 2, grad_clip=2.5)["gradient_clipping"] == 2.5
     with pytest.raises(ValueError, match="deepspeed.zero_stage=3 is not supported"):
         deepspeed_config({"zero_stage": 3}, 8, 1, grad_clip=0.0)
+
+
+def test_cpu_runs_leave_no_deepspeed_buffers_in_dev_shm(tmp_path):
+    import glob
+    import subprocess
+    import sys
+
+    from trd.engine.distributed import free_port
+
+    port = free_port()
+    code = ("import os; os.environ.update(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1', "
+            f"MASTER_PORT='{port}'); from trd.engine.distributed import detect_env, init_distributed; "
+            "init_distributed(detect_env())")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+    assert not glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*")

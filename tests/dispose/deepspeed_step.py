@@ -74,9 +74,9 @@ def deepspeed_step(zero_stage: int) -> dict[str, torch.Tensor]:
 
 
 def run(out: str) -> None:
-    import deepspeed
+    from trd.engine.distributed import detect_env, init_distributed
 
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    init_distributed(detect_env())
     results = {stage: deepspeed_step(stage) for stage in (0, 1, 2)}
     if int(os.environ["RANK"]) == 0:
         torch.save(results, out)

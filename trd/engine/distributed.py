@@ -107,7 +107,19 @@ def init_distributed(env: DistEnv) -> None:
 
     if torch.cuda.is_available():
         torch.cuda.set_device(env.local_rank)
+    else:
+        _skip_deepspeed_shared_memory_allreduce()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+
+
+def _skip_deepspeed_shared_memory_allreduce() -> None:
+    """On CPU, DeepSpeed (0.19) builds a shared-memory all-reduce for inference and maps its buffers under
+    /dev/shm (tens of MB per process) without ever unlinking them: a test suite or a long sweep fills
+    /dev/shm. Training never uses it (gloo does the reductions), so trd does not build it."""
+    import importlib
+
+    # importlib, not `import deepspeed.comm.torch as ...`: deepspeed.comm also has an attribute named torch.
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 
 def device_for(env: DistEnv) -> torch.device:
