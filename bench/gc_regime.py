@@ -48,7 +48,7 @@ from trd.engine.optim import build_optimizer, build_scheduler
 from trd.losses import distillation_loss, frozen_teacher
 from trd.models.cnn import SmallCNN
 from trd.models.source_view import WithSourceHead
-from trd.stages.dispose import DisposalStep
+from trd.stages.dispose import DisposalStep, class_disjoint_order
 
 # The demo experiment's recipe (configs/exp/demo.yaml + configs/optim/sgd.yaml), so the models
 # disposed here are the ones the demo's dispose stage would get.
@@ -242,14 +242,15 @@ def collision_terms(model, x, y, chunks: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 class BenchDisposalStep(DisposalStep):
-    """trd's disposal step plus the options this bench tries before they exist in trd."""
+    """trd's disposal step (its `chunking` and `kd_head` options came out of this bench) plus the |G|^2
+    weight this bench tried and trd does not have."""
+
+    def __init__(self, cfg, *args, **kwargs):
+        super().__init__({**cfg, "chunking": "class" if cfg["class_chunks"] else "random"}, *args, **kwargs)
 
     def _unlearn(self, module, x, y):
-        if self.cfg["class_chunks"] and self.method in ("gc", "ngc"):
-            # A fresh class order each step; sorting by it makes the chunks (nearly) class-disjoint.
-            rank = torch.randperm(int(self.cfg["source_classes"]), generator=self.generator)[y]
-            order = torch.sort(rank, stable=True).indices
-            x, y = x[order], y[order]
+        if self.cfg["chunking"] == "class" and self.method == "gc" and float(self.cfg["gc_alpha"]) != 1.0:
+            x, y = class_disjoint_order(x, y, module.source_head.out_features, self.generator)
         alpha = float(self.cfg["gc_alpha"])
         if self.method == "gc" and alpha != 1.0:
             chunks = int(self.cfg["chunks"])
@@ -258,12 +259,6 @@ class BenchDisposalStep(DisposalStep):
             return loss, {"total_sq_norm": float(total_sq.detach()), "sum_chunk_sq_norms": float(chunk_sq.detach())}
         return super()._unlearn(module, x, y)
 
-    def _retain(self, module, x_source):
-        if self.retain == "src-kd" and self.cfg["kd_head"] == "target":
-            with torch.no_grad():
-                teacher_logits = self.teacher(x_source)
-            return distillation_loss(module(x_source), teacher_logits, float(self.cfg["temperature"]))
-        return super()._retain(module, x_source)
 
 
 class _Engine:

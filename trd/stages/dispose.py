@@ -37,7 +37,9 @@ from trd.stages.common import (build_test_loader, build_train_loader, common_con
 COLLISION = ("gc", "ngc")
 UNLEARN = COLLISION + UNLEARNING_LOSSES
 RETAIN = RETAINING_LOSSES + ("tgt-agem",)
-DISPOSE_KEYS = ("methods", "retain", "lam", "temperature", "chunks", "target_batch_size")
+DISPOSE_KEYS = ("methods", "retain", "lam", "temperature", "chunks", "target_batch_size", "chunking", "kd_head")
+CHUNKINGS = ("random", "class")
+KD_HEADS = ("source", "target")
 
 
 @planner("dispose", releases_models=True)
@@ -51,6 +53,9 @@ def plan_dispose(cfg, plan) -> None:
         raise ConfigError(f"dispose.methods={methods}: use some of {', '.join(UNLEARN)}")
     if train_cfg["retain"] not in RETAIN:
         raise ConfigError(f"dispose.retain={train_cfg['retain']!r} is not known: use one of {', '.join(RETAIN)}")
+    for key, allowed in (("chunking", CHUNKINGS), ("kd_head", KD_HEADS)):
+        if train_cfg.setdefault(key, allowed[0]) not in allowed:
+            raise ConfigError(f"dispose.{key}={train_cfg[key]!r} is not known: use one of {', '.join(allowed)}")
     world = common_config(cfg)["world_size"]
     per_rank = train_cfg["batch_size"] // world
     if train_cfg["batch_size"] % world or per_rank % int(train_cfg["chunks"]):
@@ -64,6 +69,19 @@ def plan_dispose(cfg, plan) -> None:
         plan.add(f"dispose/{method}", "dispose", {**base, "train": {**train_cfg, "method": method}},
                  inputs={"transferred": "transfer"},
                  labels={"method": method, "lam": float(train_cfg["lam"]), "retain": train_cfg["retain"]})
+
+
+def class_disjoint_order(x, y, num_classes: int, generator: torch.Generator):
+    """The batch sorted by a fresh random order of the classes, so equal consecutive chunks hold (nearly)
+    disjoint groups of classes.
+
+    With random chunks E[g_m . g_n] = |grad L_source|^2, so GC is an estimate of the squared source gradient
+    and descending it pulls towards the source optimum; with class-disjoint chunks the pair term rewards
+    large, mutually cancelling per-class-group gradients instead (bench/README.md, GC disposal regime).
+    """
+    rank = torch.randperm(num_classes, generator=generator)[y.cpu()]
+    order = torch.sort(rank, stable=True).indices.to(y.device)
+    return x[order], y[order]
 
 
 def _params(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -81,6 +99,8 @@ class DisposalStep:
         self.count = 0
 
     def _unlearn(self, module: WithSourceHead, x, y):
+        if self.method in COLLISION and self.cfg.get("chunking", "random") == "class":
+            x, y = class_disjoint_order(x, y, module.source_head.out_features, self.generator)
         if self.method in COLLISION:
             loss, stats = gradient_collision_loss(module.source, x, y, chunks=int(self.cfg["chunks"]),
                                                   normalized=self.method == "ngc", return_stats=True)
@@ -89,9 +109,11 @@ class DisposalStep:
 
     def _retain(self, module: WithSourceHead, x_source):
         if self.retain == "src-kd":
+            # kd_head=target keeps what the released model says about source images, not the source task itself.
+            view = (lambda m: m.source) if self.cfg.get("kd_head", "source") == "source" else (lambda m: m)
             with torch.no_grad():
-                teacher_logits = self.teacher.source(x_source)
-            return retaining_loss("src-kd", module.source(x_source), teacher_logits=teacher_logits,
+                teacher_logits = view(self.teacher)(x_source)
+            return retaining_loss("src-kd", view(module)(x_source), teacher_logits=teacher_logits,
                                   temperature=float(self.cfg["temperature"]))
         x_t, y_t = (t.to(x_source.device) for t in next(self.target_batches))
         if self.retain == "tgt-kd":
