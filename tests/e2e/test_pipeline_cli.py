@@ -10,11 +10,14 @@ from cli import FAST, stage_dir, stage_metrics, submit
 
 pytestmark = pytest.mark.slow
 
+# The foundation's stages; disposal and the attack side have their own end-to-end tests.
+CORE = [*FAST, "stages=[pretrain,transfer,evaluate]"]
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("out")
-    proc = submit("+exp=demo", f"out_root={out}", *FAST, data_root=data_root)
+    proc = submit("+exp=demo", f"out_root={out}", *CORE, data_root=data_root)
     return out, out / "demo", proc
 
 
@@ -41,11 +44,11 @@ def test_demo_runs_every_stage_and_writes_outputs(demo_run):
 def test_resubmission_reruns_nothing_and_a_new_experiment_reuses_pretraining(demo_run, data_root):
     out, exp, _ = demo_run
     before = {n: m for n, m in stage_metrics(exp).items()}
-    again = submit("+exp=demo", f"out_root={out}", *FAST, data_root=data_root)
+    again = submit("+exp=demo", f"out_root={out}", *CORE, data_root=data_root)
     assert "reused finished stages: " in again.stdout and "trd: jobs" not in again.stdout
     assert stage_metrics(exp) == before
 
-    other = submit("+exp=demo", f"out_root={out}", "name=other", *FAST, "transfer.optim.lr=0.01", data_root=data_root)
+    other = submit("+exp=demo", f"out_root={out}", "name=other", *CORE, "transfer.optim.lr=0.01", data_root=data_root)
     assert "reused finished stages: pretrain" in other.stdout
     assert stage_dir(out / "other", "pretrain") == stage_dir(exp, "pretrain")
     assert stage_dir(out / "other", "transfer") != stage_dir(exp, "transfer")
@@ -79,7 +82,7 @@ def test_missing_shards_fail_at_submission_naming_pattern_and_fix(tmp_path, data
 
 def test_failed_stage_is_reported_and_its_dependents_never_run(tmp_path, data_root):
     # Labels 0..19 with num_classes=5: the source data does not fit the model, found while training.
-    proc = submit("+exp=demo", f"out_root={tmp_path}", *FAST, "stages=[pretrain,transfer,evaluate]",
+    proc = submit("+exp=demo", f"out_root={tmp_path}", *CORE,
                   "data.source.num_classes=5", data_root=data_root, check=False)
     assert proc.returncode == 1
     exp = tmp_path / "demo"
