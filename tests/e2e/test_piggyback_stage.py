@@ -25,12 +25,13 @@ from trd.stages.piggyback import summarise
 
 pytestmark = pytest.mark.slow
 
-# A width-8 CNN attacked on a quarter of the piggyback data (150 images, 10 steps an epoch at batch 16),
-# three epochs at two learning rates, checkpoints every 4 steps so that a kill lands inside a grid point.
+# A width-8 CNN attacked on a quarter of the piggyback data (150 images, 9 steps an epoch at batch 16), three
+# epochs at two learning rates and one no run survives, checkpoints every 4 steps so that a kill lands inside a
+# grid point.
 TASK = ('+data.piggyback.small={embedded: synth_piggyback, train: "${data.root}/synth_piggyback/train-{000000..000001}.tar", '
         'test: "${data.root}/synth_piggyback/test-{000000..000001}.tar", num_classes: 10, image_size: 32, fraction: 0.25}')
 SCHEME = ("piggyback.schemes.finetune={mode: full, k: null, epochs: 3, batch_size: 16, augment: true, "
-          "checkpoint_every: 4, optim: {name: sgd, lr: [0.05, 0.01], momentum: 0.9, weight_decay: 0.0005, "
+          "checkpoint_every: 4, optim: {name: sgd, lr: [0.05, 0.01, 1.0e+6], momentum: 0.9, weight_decay: 0.0005, "
           "schedule: cosine}}")
 BASE = ["+exp=demo", "stages=[piggyback]", TASK, "piggyback.tasks=[small]", SCHEME, "piggyback.scratch=false",
         "+model.width=8"]
@@ -103,16 +104,22 @@ def test_pl_metrics_name_the_attack_and_hold_every_curve(reference):
     m = reference
     assert (m["status"], m["method"], m["piggyback"], m["scheme"], m["seed"]) == ("done", "user", "small", "finetune", 0)
     assert m["fraction"] == 0.25 and m["released"] == "mine"
-    assert [p["point"] for p in m["grid"]] == ["lr0.05", "lr0.01"]
-    assert all(p["status"] == "done" and len(p["curve"]) == 3 for p in m["grid"])
+    assert [p["point"] for p in m["grid"]] == ["lr0.05", "lr0.01", "lr1e+06"]
+    assert all(p["status"] == "done" and len(p["curve"]) == 3 for p in m["grid"][:2])
     assert m["train_samples"] == 150 and m["steps_per_epoch"] == 9
     # Fine-tuning learned something, so equal numbers below are not equal chance levels.
-    assert max(max(p["curve"]) for p in m["grid"]) > 2 * m["chance"]
+    assert max(max(p["curve"]) for p in m["grid"][:2]) > 2 * m["chance"]
+
+
+def test_a_diverged_grid_point_is_recorded_and_left_out_never_counted_as_zero(reference):
+    diverged = reference["grid"][2]
+    assert diverged["status"] == "diverged" and "non-finite" in diverged["error"]
+    assert reference["status"] == "done"  # the other points still give the attacker's accuracy
 
 
 def test_best_of_grid_is_at_least_every_grid_point_and_final_is_the_fixed_point(reference):
     m = reference
-    every = [acc for p in m["grid"] for acc in p["curve"]]
+    every = [acc for p in m["grid"] if p["status"] == "done" for acc in p["curve"]]
     assert m["acc_pl"]["best"] == max(every)
     assert all(m["acc_pl"]["best"] >= acc for acc in every)
     assert m["acc_pl"]["final"] == m["grid"][0]["curve"][-1]  # the scheme's first learning rate, last epoch

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 from trd.report.cells import Cell, aggregate, difference, missing, ratio_cell
-from trd.report.records import Record, variant_key, variant_name
+from trd.report.records import Record, variant_name
 
 REFERENCES = ("tl", "tgt", "scratch")
 TABLE_KINDS = ("evaluate", "piggyback", "mia")
@@ -79,10 +79,6 @@ class Experiment:
         return aggregate(self.of("piggyback", variant, piggyback=task), "acc_pl.best",
                          group=lambda r: (r.label("released"), r.label("model_seed"), r.label("seed")),
                          absent=f"{variant_name(variant)} was not attacked on {task}")
-
-
-def _name(variant: str | None) -> str:
-    return variant_name(variant) if variant else "?"
 
 
 def _disposal_table(ex: Experiment, name: str, title: str, pl, caption: str) -> Table:
@@ -183,5 +179,4 @@ def all_tables(ex: Experiment) -> list[Table]:
     return tables
 
 
-__all__ = ["Experiment", "Table", "all_tables", "mia_table", "piggyback_table", "table1", "table3", "variant_key",
-           "worst_case"]
+__all__ = ["Experiment", "Table", "all_tables", "mia_table", "piggyback_table", "table1", "table3", "worst_case"]
