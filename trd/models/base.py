@@ -147,3 +147,13 @@ class TrdModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, num_classes={self.num_classes}, image_size={self.image_size}"
+
+
+def init_conv_bn(model: nn.Module) -> None:
+    """He init for convolutions and identity BatchNorm, as the ResNet and WRN papers train them."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

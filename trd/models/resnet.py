@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trd.models.base import TrdModel
+from trd.models.base import TrdModel, init_conv_bn
 
 CIFAR_STEM_MAX_IMAGE_SIZE = 64
 STEMS = ("cifar", "imagenet")
@@ -97,17 +97,10 @@ class ResNet(TrdModel):
                 block_names.append(f"layer{stage}.{i}")
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
 
-        self._init_weights()
+        init_conv_bn(self)
         neck = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self._finish(block_names, neck, feature_dim=in_channels)
 
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
 
 def resnet18(num_classes: int, image_size: int, *, stem: str | None = None) -> ResNet:

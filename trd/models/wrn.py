@@ -11,7 +11,7 @@ import re
 import torch
 from torch import nn
 
-from trd.models.base import TrdModel
+from trd.models.base import TrdModel, init_conv_bn
 
 NAME_PATTERN = re.compile(r"wrn(\d+)_(\d+)")
 
@@ -80,13 +80,5 @@ class WideResNet(TrdModel):
 
         # Pre-activation blocks end on a conv, so the final BN-ReLU lives in the neck.
         neck = nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        self._init_weights()
+        init_conv_bn(self)
         self._finish(block_names, neck, feature_dim=in_channels)
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
