@@ -13,13 +13,21 @@ REPO = Path(__file__).resolve().parents[2]
 FAST = ["pretrain.epochs=1", "transfer.epochs=1"]
 
 
+def _env(data_root: str) -> dict[str, str]:
+    return {**os.environ, "TRD_DATA": data_root, "PYTHONUNBUFFERED": "1"}
+
+
 def submit(*overrides: str, data_root: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRD_DATA": data_root, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "launch/submit.py", *overrides], cwd=REPO, env=env, text=True,
+    proc = subprocess.run([sys.executable, "launch/submit.py", *overrides], cwd=REPO, env=_env(data_root), text=True,
                           capture_output=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"submit.py exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def submit_in_background(*overrides: str, data_root: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "launch/submit.py", *overrides], cwd=REPO, env=_env(data_root),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def stage_metrics(exp_dir: Path) -> dict[str, dict]:
