@@ -70,11 +70,9 @@ def task_view() -> dict:
 class ResumableSum(submitit.helpers.Checkpointable):
     """Sums i*i for i < n_steps, one step per step_s, keeping its progress in a
     file so that a requeued run resumes instead of starting over.
-
-    n_steps=None never finishes: a job that only ends when SLURM/submitit stop it.
     """
 
-    def __init__(self, workdir: str, n_steps: int | None, step_s: float) -> None:
+    def __init__(self, workdir: str, n_steps: int, step_s: float) -> None:
         self.workdir = Path(workdir)
         self.n_steps = n_steps
         self.step_s = step_s
@@ -84,7 +82,7 @@ class ResumableSum(submitit.helpers.Checkpointable):
         state = json.loads(progress.read_text()) if progress.exists() else {"step": 0, "total": 0}
         with (self.workdir / "starts.txt").open("a") as f:
             f.write(f"{state['step']} {os.environ.get('SLURM_RESTART_COUNT', '0')}\n")
-        while self.n_steps is None or state["step"] < self.n_steps:
+        while state["step"] < self.n_steps:
             time.sleep(self.step_s)
             state["total"] += state["step"] ** 2
             state["step"] += 1
@@ -282,26 +280,6 @@ def test_preempted_checkpointable_job_resumes_after_requeue(executor, slurm_clus
     assert resumed_step >= 3 and restart_count == 1
     assert len((tmp_path / "checkpoints.txt").read_text().splitlines()) == 1
     assert final_state(job.job_id) == "COMPLETED"
-
-
-def test_time_limit_requeues_until_max_num_timeout(slurm_cluster, tmp_path):
-    # SLURM sends --signal=USR2@<signal_delay_s> from slurmctld's periodic
-    # time-limit check, which runs every 30 s: with a 1 min limit and a 58 s
-    # delay the signal comes at the first check after 2 s of run time. Each
-    # signal is a timeout for submitit (for time limits under 50 min any signal
-    # is), so after max_num_timeout requeues it gives up and the job fails.
-    ex = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="slurm", slurm_max_num_timeout=1)
-    ex.update_parameters(
-        slurm_partition=slurm_cluster.partition, timeout_min=1, slurm_signal_delay_s=58, cpus_per_task=1, mem_gb=1
-    )
-    job = ex.submit(ResumableSum(str(tmp_path), None, 0.2))
-    assert wait_for_job(job, 120) == "FAILED", describe(job, slurm_cluster)
-    assert job_info(job.job_id)["Restarts"] == "1"
-    starts = (tmp_path / "starts.txt").read_text().splitlines()
-    assert len(starts) == 2 and int(starts[1].split()[0]) > 0, starts  # second run resumed
-    assert len((tmp_path / "checkpoints.txt").read_text().splitlines()) == 2
-    with pytest.raises(FailedJobError, match="timed-out too many times"):
-        job.result()
 
 
 def test_unknown_partition_fails_at_submission(executor):

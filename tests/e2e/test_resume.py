@@ -122,6 +122,7 @@ def test_timed_out_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp_p
     log = Path(job["stdout"]).read_text()  # submitit logs its signal handling to the job's stdout
     assert "this job is timed-out" in log and "Calling checkpoint method" in log, log[-2000:]
     assert "Requeued job" in log and log.count("Starting with JobEnvironment") == 2, log[-2000:]
+    assert "trd: pretrain resumes from its checkpoint" in Path(job["stderr"]).read_text()
     assert json.loads((stage / "metrics.json").read_text())["status"] == "done"
     _assert_same_model(_weights(stage), reference[0])
     assert "pretrain" in out
