@@ -17,6 +17,8 @@ BATCH = 8
 TIGHT = dict(rtol=1e-9, atol=1e-12)
 # (name, chunks per rank, normalized)
 SCENARIOS = [("gc_1_chunk", 1, False), ("ngc_1_chunk", 1, True), ("gc_2_chunks", 2, False)]
+# The same, with the result reduction left to a gradient-averaging engine (reduce_gradient=False).
+ENGINE_REDUCED = [("gc_engine_reduced", 1, False), ("ngc_engine_reduced", 1, True)]
 
 
 def full_batch():
@@ -24,9 +26,10 @@ def full_batch():
     return torch.randn(BATCH, 2, 5, 5, generator=generator, dtype=torch.float64), torch.randint(3, (BATCH,), generator=generator)
 
 
-def run_scenario(model, inputs, targets, chunks, normalized):
+def run_scenario(model, inputs, targets, chunks, normalized, reduce_gradient=True):
     model.zero_grad(set_to_none=True)
-    loss, stats = gradient_collision_loss(model, inputs, targets, chunks=chunks, normalized=normalized, return_stats=True)
+    loss, stats = gradient_collision_loss(model, inputs, targets, chunks=chunks, normalized=normalized,
+                                          return_stats=True, reduce_gradient=reduce_gradient)
     loss.backward()
     return {
         "loss": loss.detach(),
@@ -60,10 +63,12 @@ def worker(rank, world, port, out_dir):
         log = []
         count_collectives(log)
         results = {}
-        for name, chunks, normalized in SCENARIOS:
-            log.clear()
-            results[name] = run_scenario(model, inputs[local], targets[local], chunks, normalized)
-            results[name]["collectives"] = list(log)
+        for scenarios, reduce_gradient in ((SCENARIOS, True), (ENGINE_REDUCED, False)):
+            for name, chunks, normalized in scenarios:
+                log.clear()
+                results[name] = run_scenario(model, inputs[local], targets[local], chunks, normalized,
+                                             reduce_gradient)
+                results[name]["collectives"] = list(log)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -118,3 +123,17 @@ def test_ngc_gathers_chunk_gradients_once_and_all_reduces_the_result_once(two_ra
     parameters = sum(p.numel() for p in bn_cnn().parameters())
     for rank_result in two_rank_results:
         assert rank_result["ngc_1_chunk"]["collectives"] == [("all_gather", 2 * parameters), ("all_reduce", parameters)]
+
+
+@pytest.mark.parametrize("name, chunks, normalized", ENGINE_REDUCED, ids=[s[0] for s in ENGINE_REDUCED])
+def test_result_left_to_an_averaging_engine_averages_to_the_exact_gradient(two_rank_results, name, chunks,
+                                                                           normalized):
+    single = run_scenario(bn_cnn(), *full_batch(), chunks=2 * chunks, normalized=normalized)
+    shares = [r[name]["grads"] for r in two_rank_results]
+    for rank0, rank1, want in zip(*shares, single["grads"]):
+        torch.testing.assert_close((rank0 + rank1) / 2, want, **TIGHT)  # what DeepSpeed/DDP's average gives
+    assert any(not torch.allclose(a, b) for a, b in zip(*shares))  # the shares themselves differ per rank
+    for rank_result in two_rank_results:
+        torch.testing.assert_close(rank_result[name]["loss"], single["loss"], **TIGHT)
+        # Only the forward's collective: the result's all-reduce is the engine's.
+        assert [op for op, _ in rank_result[name]["collectives"]] == ["all_gather" if normalized else "all_reduce"]

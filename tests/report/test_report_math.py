@@ -11,7 +11,7 @@ import pytest
 
 from trd.report import write_report
 from trd.report.cells import Cell, aggregate, difference, disposal_ratio, mean_std, ratio_cell
-from trd.report.records import Record, load_records
+from trd.report.records import Record, load_records, variant_name
 
 
 def test_disposal_ratio_is_0_for_tl_and_1_for_scratch():
@@ -189,3 +189,22 @@ def test_report_cli_errors_on_a_directory_that_is_no_experiment(tmp_path, capsys
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("trd: error: ") and "has no plan.json" in err and "\n" not in err
+
+
+def test_sweep_points_over_an_unlabelled_setting_stay_separate_rows(tmp_path):
+    # A Hydra sweep over dispose.optim.lr: both disposed models carry the same labels; only the stage names'
+    # sweep suffix (trd.plan.Plan.merge) tells them apart. Averaging them as seeds would be a wrong number.
+    exp = tmp_path / "out" / "exp"
+    exp.mkdir(parents=True)
+    plan = {"stages": {}}
+    labels = {"method": "gc", "lam": 0.5}
+    for suffix, target in (("", 0.6), ("[dispose.optim.lr=0.01]", 0.3)):
+        _stage(exp, plan, f"evaluate/dispose/gc{suffix}", "evaluate", {**labels, "evaluates": "dispose/gc"},
+               {"status": "done", "acc": {"source": 0.1, "target": target}})
+    (exp / "plan.json").write_text(json.dumps(plan))
+    write_report(exp)
+    cells = _cells(exp, "table3")
+    assert cells[("gc lam=0.5", "Acc_t")]["text"] == "60.00"
+    assert cells[("gc lam=0.5 [dispose.optim.lr=0.01]", "Acc_t")]["text"] == "30.00"
+    # An override a label already shows is not repeated: the lam sweep's second point is just 'gc lam=0.9'.
+    assert variant_name(json.dumps({"method": "gc", "lam": 0.9, "sweep": "dispose.lam=0.9"})) == "gc lam=0.9"

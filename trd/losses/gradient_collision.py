@@ -141,6 +141,7 @@ def gradient_collision_loss(
     return_stats: bool = False,
     criterion: Criterion = F.cross_entropy,
     process_group: dist.ProcessGroup | None = None,
+    reduce_gradient: bool = True,
 ) -> Tensor | tuple[Tensor, GCStats]:
     """GC (``normalized=False``) or NGC loss of ``model`` on a source batch split into chunks.
 
@@ -151,6 +152,11 @@ def gradient_collision_loss(
     like any loss; parameters the loss does not use get zeros).  With ``return_stats=True``
     returns ``(loss, GCStats)``.  Called with grad mode off, the loss value is computed without
     recording the double-backward graph.
+
+    ``reduce_gradient=False`` is for a data-parallel engine (DeepSpeed, DDP) that averages gradients over
+    ranks in its own all-reduce: backward then skips GC's result all-reduce and leaves world_size times
+    this rank's share, so that the engine's average is exactly ``grad L`` on every rank. The result
+    reduction then rides on the engine's all-reduce, together with any other loss's gradient.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -168,7 +174,8 @@ def gradient_collision_loss(
         geometry = _CollisionGeometry(values, world, process_group, return_stats)
 
     if differentiable:
-        loss = _CollisionFunction.apply(_BackwardState(chunk_grads, geometry, params, world, process_group), *params)
+        state = _BackwardState(chunk_grads, geometry, params, world, process_group, reduce_gradient)
+        loss = _CollisionFunction.apply(state, *params)
     else:
         loss = geometry.value
     return (loss, geometry.stats) if return_stats else loss
@@ -371,12 +378,13 @@ class _CosineGeometry(_Geometry):
 class _BackwardState:
     """What the outer backward needs; dropped (with the chunk graphs) once it has run."""
 
-    def __init__(self, chunk_grads, geometry: _Geometry, params, world: int, group):
+    def __init__(self, chunk_grads, geometry: _Geometry, params, world: int, group, reduce_gradient: bool):
         self.chunk_grads = chunk_grads
         self.geometry = geometry
         self.params = params
         self.world = world
         self.group = group
+        self.reduce_gradient = reduce_gradient
 
 
 class _CollisionFunction(torch.autograd.Function):
@@ -393,7 +401,9 @@ class _CollisionFunction(torch.autograd.Function):
             raise RuntimeError("a gradient-collision loss supports one backward; compute the loss again for another")
         ctx.state = None
         params = state.params
-        state.geometry.start_backward(grad_output)
+        # Left to a gradient-averaging engine, each rank's share is scaled by world_size up front (in the
+        # directions, so no extra pass over the result).
+        state.geometry.start_backward(grad_output if state.reduce_gradient else grad_output * state.world)
         result: list[Tensor | None] = [None] * len(params)
         with deferred_weight_gradients(params) as deferred:
             for index in range(len(state.chunk_grads)):
@@ -411,7 +421,7 @@ class _CollisionFunction(torch.autograd.Function):
         summed_weights = deferred.flush()
         _accumulate(result, [summed_weights.get(i) for i in range(len(params))])
         result = [r if r is not None else torch.zeros_like(p) for r, p in zip(result, params)]
-        if state.world > 1:
+        if state.world > 1 and state.reduce_gradient:
             result = flat_collectives.all_reduce_sum(result, None, state.group)[0]
         return (None, *result)
 

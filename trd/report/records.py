@@ -5,6 +5,7 @@ Nothing else is read, so every number in a report comes from one of these files 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +41,27 @@ class Record:
 
     @property
     def variant(self) -> str:
-        """The model variant as a canonical string: its labels without the per-stage ones."""
-        return variant_key(self.labels)
+        """The model variant as a canonical string: its labels without the per-stage ones, plus the sweep
+        point for a stage that a Hydra sweep planned twice under one name. Without the point, two models of a
+        sweep over a setting that is not a label (say dispose.optim.lr) would be averaged as if seeds."""
+        labels = dict(self.labels)
+        point = sweep_point(self.name)
+        if point:
+            labels[SWEEP_LABEL] = point
+        return variant_key(labels)
 
     def label(self, key: str, default=None):
         return self.labels.get(key, default)
+
+
+SWEEP_LABEL = "sweep"
+
+
+def sweep_point(stage_name: str) -> str:
+    """'dispose.optim.lr=0.01' from 'piggyback/dispose/gc/synth/finetune/s0[dispose.optim.lr=0.01]'
+    (trd.plan.Plan.merge's suffix)."""
+    found = re.search(r"\[([^\]]*)\]", stage_name)
+    return found.group(1) if found else ""
 
 
 def variant_key(labels: dict) -> str:
@@ -52,10 +69,15 @@ def variant_key(labels: dict) -> str:
 
 
 def variant_name(key: str) -> str:
-    """'gc lam=0.1' from '{"lam": 0.1, "method": "gc"}'."""
+    """'gc lam=0.1' from '{"lam": 0.1, "method": "gc"}'; a sweep point is added in brackets, less the overrides
+    that a label already shows ('gc lam=0.1 [dispose.optim.lr=0.01]')."""
     labels = json.loads(key)
+    point = labels.pop(SWEEP_LABEL, "")
     rest = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "method")
-    return f"{labels.get('method', '?')} {rest}".strip()
+    name = f"{labels.get('method', '?')} {rest}".strip()
+    shown = {f"{k}={v}" for k, v in labels.items()}
+    extra = [o for o in point.split(",") if o and f"{o.split('=')[0].split('.')[-1]}={o.split('=', 1)[-1]}" not in shown]
+    return f"{name} [{','.join(extra)}]" if extra else name
 
 
 def load_records(exp_dir: str | Path) -> list[Record]:

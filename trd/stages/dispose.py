@@ -67,8 +67,18 @@ def plan_dispose(cfg, plan) -> None:
     base = {**common_config(cfg), "source": role_config(cfg, "source"), "target": role_config(cfg, "target")}
     for method in methods:
         plan.add(f"dispose/{method}", "dispose", {**base, "train": {**train_cfg, "method": method}},
-                 inputs={"transferred": "transfer"},
-                 labels={"method": method, "lam": float(train_cfg["lam"]), "retain": train_cfg["retain"]})
+                 inputs={"transferred": "transfer"}, labels=disposal_labels(method, train_cfg))
+
+
+def disposal_labels(method: str, train_cfg: dict) -> dict:
+    """What tells one disposed model from another in a report: the method, lam, the retaining loss, and the
+    settings that change what those two losses are (chunks for the collision losses, the distilled head)."""
+    labels = {"method": method, "lam": float(train_cfg["lam"]), "retain": train_cfg["retain"]}
+    if method in COLLISION:
+        labels.update(chunks=int(train_cfg["chunks"]), chunking=train_cfg["chunking"])
+    if train_cfg["retain"] == "src-kd":
+        labels["kd_head"] = train_cfg["kd_head"]
+    return labels
 
 
 def class_disjoint_order(x, y, num_classes: int, generator: torch.Generator):
@@ -102,8 +112,12 @@ class DisposalStep:
         if self.method in COLLISION and self.cfg.get("chunking", "random") == "class":
             x, y = class_disjoint_order(x, y, module.source_head.out_features, self.generator)
         if self.method in COLLISION:
+            # The engine's gradient all-reduce (an average over ranks) completes GC's gradient, so a step
+            # costs two parameter-sized all-reduces, as in the paper's Algorithm 1. A-GEM projects the
+            # whole unlearning gradient itself, so it needs GC's own reduction.
             loss, stats = gradient_collision_loss(module.source, x, y, chunks=int(self.cfg["chunks"]),
-                                                  normalized=self.method == "ngc", return_stats=True)
+                                                  normalized=self.method == "ngc", return_stats=True,
+                                                  reduce_gradient=self.retain == "tgt-agem")
             return loss, stats.as_floats()
         return unlearning_loss(self.method, module.source(x), y, generator=self.generator), {}
 
