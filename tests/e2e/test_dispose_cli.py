@@ -27,7 +27,7 @@ def test_disposal_methods_run_and_are_evaluated(out_root, data_root):
     metrics = stage_metrics(tmp_path / "demo")
     for method in ("gc", "unif"):
         assert metrics[f"dispose/{method}"]["status"] == "done"
-        assert metrics[f"dispose/{method}"]["method"] == method and metrics[f"dispose/{method}"]["lam"] == 0.5
+        assert metrics[f"dispose/{method}"]["method"] == method and metrics[f"dispose/{method}"]["lam"] == 0.9
         assert set(metrics[f"evaluate/dispose/{method}"]["acc"]) == {"source", "target"}
         events = list((stage_dir(tmp_path / "demo", f"dispose/{method}") / "tensorboard").glob("events.*"))
         assert events
