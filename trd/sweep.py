@@ -23,6 +23,17 @@ def point_names(overrides: list[list[str]]) -> list[str]:
     return [",".join(o for o in point if o not in shared) for point in overrides]
 
 
+def merge_points(plans: list[Plan], names: list[str]) -> Plan:
+    """The first point's plan with every other point's stages added (shared stages once) and one report."""
+    from trd.stages.report import merge_reports
+
+    merged = plans[0]
+    for plan, name in zip(plans[1:], names[1:]):
+        merged.merge(plan, name)
+    merge_reports(merged)
+    return merged
+
+
 class DispatchSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from trd.data.errors import DataError
@@ -33,9 +44,8 @@ class DispatchSweep(Callback):
         if not _points:
             return
         names = point_names([overrides for _, _, overrides in _points])
-        first_cfg, merged, _ = _points[0]
-        for (_, plan, _), name in zip(_points[1:], names[1:]):
-            merged.merge(plan, name)
+        first_cfg = _points[0][0]
+        merged = merge_points([plan for _, plan, _ in _points], names)
         configs = "\n".join(f"# {name or '(defaults)'}\n{OmegaConf.to_yaml(cfg, resolve=True)}"
                             for (cfg, _, _), name in zip(_points, names))
         _points.clear()

@@ -80,3 +80,20 @@ def test_sweep_points_are_named_by_their_swept_overrides_only():
 
     points = [["+exp=demo", "out_root=/x", "transfer.optim.lr=0.01"], ["+exp=demo", "out_root=/x", "transfer.optim.lr=0.02"]]
     assert point_names(points) == ["transfer.optim.lr=0.01", "transfer.optim.lr=0.02"]
+
+
+def test_a_merged_sweep_has_one_report_over_every_point(tmp_path):
+    from trd.stages.report import REPORTED_KINDS
+    from trd.sweep import merge_points
+
+    def point(lr):
+        plan = _toy_plan(tmp_path, lr=lr)
+        plan.add("report", "report", {"exp_dir": str(tmp_path / "exp")},
+                 inputs={s.name: s.name for s in plan.of_kind(*REPORTED_KINDS)})
+        return plan
+
+    merged = merge_points([point(0.1), point(0.2)], ["lr=0.1", "lr=0.2"])
+    reports = merged.of_kind("report")
+    assert [r.name for r in reports] == ["report"]
+    assert set(reports[0].inputs) == {"evaluate/transfer", "evaluate/transfer[lr=0.2]"}
+    assert list(merged.stages)[-1] == "report"  # still last: stages stay in dependency order

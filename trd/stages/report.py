@@ -27,6 +27,20 @@ def plan_report(cfg, plan) -> None:
              labels={"paper_scheme": paper} if paper else {})
 
 
+def merge_reports(plan) -> None:
+    """Each point of a sweep planned a report over its own stages; a merged plan gets one report over all of
+    them. Otherwise each point's report job would write the experiment's report once its own point is done,
+    and the last writer could be one that ran while other points' attacks were still pending."""
+    reports = plan.of_kind("report")
+    if len(reports) < 2:
+        return
+    for spec in reports:
+        del plan.stages[spec.name]
+    first = reports[0]
+    plan.add("report", "report", first.config, inputs={s.name: s.name for s in plan.of_kind(*REPORTED_KINDS)},
+             labels=first.labels)
+
+
 @stage("report")
 def run_report(ctx) -> dict:
     from trd.report import write_report  # matplotlib: imported by the report job only, not by every stage job
