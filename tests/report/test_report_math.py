@@ -208,3 +208,21 @@ def test_sweep_points_over_an_unlabelled_setting_stay_separate_rows(tmp_path):
     assert cells[("gc lam=0.5 [dispose.optim.lr=0.01]", "Acc_t")]["text"] == "30.00"
     # An override a label already shows is not repeated: the lam sweep's second point is just 'gc lam=0.9'.
     assert variant_name(json.dumps({"method": "gc", "lam": 0.9, "sweep": "dispose.lam=0.9"})) == "gc lam=0.9"
+
+
+def test_a_swept_seed_is_a_replicate_and_list_values_keep_their_commas(tmp_path):
+    exp = tmp_path / "out" / "exp"
+    exp.mkdir(parents=True)
+    plan = {"stages": {}}
+    labels = {"method": "gc", "lam": 0.5}
+    for suffix, target in (("", 0.6), ("[seed=1]", 0.4), ("[seed=0,dispose.milestones=[2,4]]", 0.3)):
+        _stage(exp, plan, f"evaluate/dispose/gc{suffix}", "evaluate", {**labels, "evaluates": "dispose/gc"},
+               {"status": "done", "acc": {"target": target}})
+    (exp / "plan.json").write_text(json.dumps(plan))
+    records = {r.name: r for r in load_records(exp)}
+    assert records["evaluate/dispose/gc[seed=1]"].label("model_seed") == "1"
+    write_report(exp)
+    cells = _cells(exp, "table3")
+    replicates = cells[("gc lam=0.5", "Acc_t")]
+    assert replicates["n"] == "2" and float(replicates["value"]) == pytest.approx(0.5)
+    assert cells[("gc lam=0.5 [dispose.milestones=[2,4]]", "Acc_t")]["text"] == "30.00"

@@ -218,8 +218,6 @@ def test_stage_past_its_time_limit_is_requeued_max_num_timeout_times_then_fails(
     # submitit 1.5.4's handler race under load, and the job then ends TIMEOUT (handled below).
     assert submitit_log.count("this job is timed-out") >= 1, submitit_log
     assert submitit_log.count(f"Requeued job {job_id} (0 remaining timeouts)") == 1
-    # The requeued run picked up from the checkpoint the first run wrote, not from step 0.
-    assert len(re.findall(r"trd: pretrain resumes from its checkpoint", _log(job, "stderr"))) == 1
     report = status(tmp_path / "demo", slurm_cluster)
     assert report.returncode == 1
     assert re.search(r"pretrain\s+failed", report.stdout) and f"log: {job['stderr']}" in report.stdout

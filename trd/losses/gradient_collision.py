@@ -68,14 +68,18 @@ formula (each rank passes its own batch and the same ``chunks``).  Communication
 * GC, forward: ONE all-reduce of a flat buffer holding the summed local chunk gradient plus five
   scalars (the within-rank pair sum, |G_rank|^2 for the cross-rank pairs, the local chunk count,
   and the local pair-cosine sum and pair count used only for the logged statistic);
-* GC, backward: ONE all-reduce of the local HVP sum, so every rank ends with the full gradient;
+* GC, backward: ONE all-reduce of the local HVP sum, so every rank ends with the full gradient
+  (with ``reduce_gradient=False``: none, see below);
 * NGC needs every pairwise product ``g_m . g_n``, which cannot be formed across ranks from sums
   alone, so NGC all-gathers the c chunk gradients (c x parameter size, once, in the forward)
   and then all-reduces the HVP sum in the backward like GC.
 
 Because the backward already sums over ranks, every rank holds the complete GC gradient; an
 engine that averages gradients across ranks afterwards (DDP, DeepSpeed) leaves it unchanged,
-while averaging a per-rank retain loss added to it as usual.  Pass the unwrapped module (not a
+while averaging a per-rank retain loss added to it as usual.  Such an engine's all-reduce can do
+the backward's reduction instead: with ``reduce_gradient=False`` each rank leaves world_size times
+its own share and issues no collective in the backward, and the engine's average is the exact
+gradient (trd's dispose stage does this: two all-reduces per step, the paper's Algorithm 1).  Pass the unwrapped module (not a
 DDP wrapper): the chunk forwards must not trigger the wrapper's own gradient reduction.
 
 Attention

@@ -43,25 +43,49 @@ class Record:
     def variant(self) -> str:
         """The model variant as a canonical string: its labels without the per-stage ones, plus the sweep
         point for a stage that a Hydra sweep planned twice under one name. Without the point, two models of a
-        sweep over a setting that is not a label (say dispose.optim.lr) would be averaged as if seeds."""
+        sweep over a setting that is not a label (say dispose.optim.lr) would be averaged as if seeds. A swept
+        top-level ``seed`` is a replicate, not a variant: it becomes the record's model seed instead."""
         labels = dict(self.labels)
-        point = sweep_point(self.name)
-        if point:
-            labels[SWEEP_LABEL] = point
+        setting = [o for o in split_overrides(sweep_point(self.name)) if _key(o) != SEED_OVERRIDE]
+        if setting:
+            labels[SWEEP_LABEL] = ",".join(setting)
         return variant_key(labels)
 
     def label(self, key: str, default=None):
+        if key == "model_seed" and "model_seed" not in self.labels:
+            seeds = [o.split("=", 1)[1] for o in split_overrides(sweep_point(self.name)) if _key(o) == SEED_OVERRIDE]
+            return seeds[0] if seeds else default
         return self.labels.get(key, default)
 
 
 SWEEP_LABEL = "sweep"
+SEED_OVERRIDE = "seed"
 
 
 def sweep_point(stage_name: str) -> str:
     """'dispose.optim.lr=0.01' from 'piggyback/dispose/gc/synth/finetune/s0[dispose.optim.lr=0.01]'
-    (trd.plan.Plan.merge's suffix)."""
-    found = re.search(r"\[([^\]]*)\]", stage_name)
+    (trd.plan.Plan.merge's suffix); greedy, so a list value's brackets stay inside ('x=[0.05]')."""
+    found = re.search(r"\[(.*)\]", stage_name)
     return found.group(1) if found else ""
+
+
+def split_overrides(point: str) -> list[str]:
+    """'a=1,b=[2,3]' -> ['a=1', 'b=[2,3]']: commas inside brackets belong to a list value."""
+    parts, depth, current = [], 0, ""
+    for char in point:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def variant_key(labels: dict) -> str:
@@ -76,7 +100,7 @@ def variant_name(key: str) -> str:
     rest = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "method")
     name = f"{labels.get('method', '?')} {rest}".strip()
     shown = {f"{k}={v}" for k, v in labels.items()}
-    extra = [o for o in point.split(",") if o and f"{o.split('=')[0].split('.')[-1]}={o.split('=', 1)[-1]}" not in shown]
+    extra = [o for o in split_overrides(point) if f"{_key(o).split('.')[-1]}={o.split('=', 1)[-1]}" not in shown]
     return f"{name} [{','.join(extra)}]" if extra else name
 
 
