@@ -15,19 +15,32 @@ from matplotlib.figure import Figure
 
 from trd.engine.atomic import atomic_write
 from trd.report.cells import OK, aggregate
-from trd.report.records import variant_name
+from trd.report.records import SWEEP_LABEL, split_overrides, variant_name
 from trd.report.tables import Experiment
+
+
+# Variant names can be long: legends go under the axes, where they never hide the data.
+LEGEND = {"fontsize": 7, "loc": "upper left", "bbox_to_anchor": (0.0, -0.2), "frameon": False}
 
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     return path
 
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+
+
+def _line_name(labels: dict) -> str:
+    """One line per variant up to lam: a sweep over lam and another setting draws one line per setting."""
+    rest = {k: v for k, v in labels.items() if k not in ("lam", SWEEP_LABEL)}
+    others = [o for o in split_overrides(labels.get(SWEEP_LABEL, "")) if o.split("=", 1)[0].split(".")[-1] != "lam"]
+    if others:
+        rest[SWEEP_LABEL] = ",".join(others)
+    return variant_name(json.dumps(rest, sort_keys=True))
 
 
 def lam_sweep(ex: Experiment, out: Path) -> list[Path]:
@@ -43,7 +56,7 @@ def lam_sweep(ex: Experiment, out: Path) -> list[Path]:
             acc_t, acc_pl = ex.acc(v, "target"), ex.acc_pl(v, task)
             if acc_t.status == OK and acc_pl.status == OK:
                 labels = json.loads(v)
-                by_method.setdefault(labels.get("method", "?"), []).append((labels["lam"], acc_t.value, acc_pl.value))
+                by_method.setdefault(_line_name(labels), []).append((labels["lam"], acc_t.value, acc_pl.value))
         for method, points in by_method.items():
             points.sort()
             ax.plot([p[1] * 100 for p in points], [p[2] * 100 for p in points], "o-", label=method)
@@ -60,7 +73,7 @@ def lam_sweep(ex: Experiment, out: Path) -> list[Path]:
             continue
         ax.set(xlabel="target accuracy Acc_t (%)", ylabel=f"PL accuracy on {task} (%)",
                title=f"PL vs target accuracy over λ ({ex.paper_scheme})")
-        ax.legend(fontsize=8)
+        ax.legend(**LEGEND)
         paths.append(_save(fig, out / f"lam_sweep_{_safe(task)}.png"))
     return paths
 
@@ -88,7 +101,7 @@ def learning_curves(ex: Experiment, out: Path) -> list[Path]:
             ax.set(xlabel="epoch", ylabel="test accuracy (%)",
                    title=f"PL learning curves: {task}, {scheme} (lr={', '.join(f'{lr:g}' for lr in sorted(lrs))})")
             ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.legend(fontsize=8)
+            ax.legend(**LEGEND)
             paths.append(_save(fig, out / f"curves_{_safe(task)}_{_safe(scheme)}.png"))
     return paths
 
@@ -112,7 +125,7 @@ def fraction_plot(ex: Experiment, out: Path) -> list[Path]:
             ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=variant_name(v))
     ax.set(xscale="log", xlabel="piggyback data fraction γ", ylabel="PL accuracy (%)",
            title=f"PL accuracy vs piggyback data ({ex.paper_scheme})")
-    ax.legend(fontsize=8)
+    ax.legend(**LEGEND)
     return [_save(fig, out / f"fraction_{_safe(ex.paper_scheme)}.png")]
 
 
