@@ -191,17 +191,31 @@ def test_report_cli_errors_on_a_directory_that_is_no_experiment(tmp_path, capsys
     assert err.startswith("trd: error: ") and "has no plan.json" in err and "\n" not in err
 
 
-def test_sweep_points_over_an_unlabelled_setting_stay_separate_rows(tmp_path):
-    # A Hydra sweep over dispose.optim.lr: both disposed models carry the same labels; only the stage names'
-    # sweep suffix (trd.plan.Plan.merge) tells them apart. Averaging them as seeds would be a wrong number.
+def _swept_models(tmp_path, points: dict[str, tuple[dict, float]]) -> Path:
+    """Disposed models planned by a sweep (stage name suffix -> (their config, target accuracy)), each with
+    its evaluate stage, all with the same labels; stage.json holds each model's config as trd writes it."""
     exp = tmp_path / "out" / "exp"
     exp.mkdir(parents=True)
     plan = {"stages": {}}
     labels = {"method": "gc", "lam": 0.5}
-    for suffix, target in (("", 0.6), ("[dispose.optim.lr=0.01]", 0.3)):
-        _stage(exp, plan, f"evaluate/dispose/gc{suffix}", "evaluate", {**labels, "evaluates": "dispose/gc"},
+    for suffix, (config, target) in points.items():
+        model = f"dispose/gc{suffix}"
+        _stage(exp, plan, model, "dispose", labels, {"status": "done"})
+        model_dir = Path(plan["stages"][model]["dir"])
+        (model_dir / "stage.json").write_text(json.dumps({"config": config, "inputs": {}}))
+        _stage(exp, plan, f"evaluate/{model}", "evaluate", {**labels, "evaluates": "dispose/gc"},
                {"status": "done", "acc": {"source": 0.1, "target": target}})
+        plan["stages"][f"evaluate/{model}"]["inputs"] = {"model": model}  # role -> stage name, as in plan.json
     (exp / "plan.json").write_text(json.dumps(plan))
+    return exp
+
+
+def test_sweep_points_over_an_unlabelled_setting_stay_separate_rows(tmp_path):
+    # A Hydra sweep over dispose.optim.lr: both disposed models carry the same labels; their configs differ,
+    # and the stage names' sweep suffix (trd.plan.Plan.merge) names the difference. Averaging them as seeds
+    # would be a wrong number.
+    exp = _swept_models(tmp_path, {"": ({"seed": 0, "lr": 0.001}, 0.6),
+                                   "[dispose.optim.lr=0.01]": ({"seed": 0, "lr": 0.01}, 0.3)})
     write_report(exp)
     cells = _cells(exp, "table3")
     assert cells[("gc lam=0.5", "Acc_t")]["text"] == "60.00"
@@ -210,19 +224,37 @@ def test_sweep_points_over_an_unlabelled_setting_stay_separate_rows(tmp_path):
     assert variant_name(json.dumps({"method": "gc", "lam": 0.9, "sweep": "dispose.lam=0.9"})) == "gc lam=0.9"
 
 
-def test_a_swept_seed_is_a_replicate_and_list_values_keep_their_commas(tmp_path):
-    exp = tmp_path / "out" / "exp"
-    exp.mkdir(parents=True)
-    plan = {"stages": {}}
-    labels = {"method": "gc", "lam": 0.5}
-    for suffix, target in (("", 0.6), ("[seed=1]", 0.4), ("[seed=0,dispose.milestones=[2,4]]", 0.3)):
-        _stage(exp, plan, f"evaluate/dispose/gc{suffix}", "evaluate", {**labels, "evaluates": "dispose/gc"},
-               {"status": "done", "acc": {"target": target}})
-    (exp / "plan.json").write_text(json.dumps(plan))
-    records = {r.name: r for r in load_records(exp)}
-    assert records["evaluate/dispose/gc[seed=1]"].label("model_seed") == "1"
+def test_swept_seeds_are_replicates_whatever_the_stage_names_say(tmp_path):
+    # seed x lr: models differing only in seed are one variant (mean over them), the other lr is another, and
+    # a list value keeps its commas in the row name.
+    exp = _swept_models(tmp_path, {
+        "": ({"seed": 0, "lr": [0.001]}, 0.6),
+        "[seed=1,dispose.optim.lr=[0.001]]": ({"seed": 1, "lr": [0.001]}, 0.4),
+        "[seed=0,dispose.optim.lr=[0.01,0.1]]": ({"seed": 0, "lr": [0.01, 0.1]}, 0.3),
+        "[seed=1,dispose.optim.lr=[0.01,0.1]]": ({"seed": 1, "lr": [0.01, 0.1]}, 0.2),
+    })
     write_report(exp)
     cells = _cells(exp, "table3")
-    replicates = cells[("gc lam=0.5", "Acc_t")]
-    assert replicates["n"] == "2" and float(replicates["value"]) == pytest.approx(0.5)
-    assert cells[("gc lam=0.5 [dispose.milestones=[2,4]]", "Acc_t")]["text"] == "30.00"
+    assert {row for row, _ in cells} == {"gc lam=0.5 [dispose.optim.lr=[0.001]]", "gc lam=0.5 [dispose.optim.lr=[0.01,0.1]]"}
+    first, second = cells[("gc lam=0.5 [dispose.optim.lr=[0.001]]", "Acc_t")], \
+        cells[("gc lam=0.5 [dispose.optim.lr=[0.01,0.1]]", "Acc_t")]
+    assert first["n"] == second["n"] == "2"
+    assert float(first["value"]) == pytest.approx(0.5) and float(second["value"]) == pytest.approx(0.25)
+
+
+def test_a_sweep_over_attacker_settings_gives_each_setting_its_own_scheme(tmp_path):
+    exp = _swept_models(tmp_path, {"": ({"seed": 0, "lr": 0.001}, 0.6)})
+    plan = json.loads((exp / "plan.json").read_text())
+    labels = {"method": "gc", "lam": 0.5, "released": "dispose/gc", "piggyback": "synth", "scheme": "finetune",
+              "seed": 0}
+    for suffix, epochs, acc in (("", 3, 0.5), ("[piggyback.schemes.finetune.epochs=10]", 10, 0.7)):
+        name = f"piggyback/dispose/gc/synth/finetune/s0{suffix}"
+        _stage(exp, plan, name, "piggyback", labels, _pl(acc, acc))
+        (Path(plan["stages"][name]["dir"]) / "stage.json").write_text(json.dumps({"config": {"epochs": epochs}}))
+        plan["stages"][name]["inputs"] = {"model": "dispose/gc"}
+    (exp / "plan.json").write_text(json.dumps(plan))
+    write_report(exp, paper_scheme="finetune")
+    cells = _cells(exp, "piggyback")
+    assert cells[("gc lam=0.5 · synth · finetune", "final")]["text"] == "50.00"
+    assert cells[("gc lam=0.5 · synth · finetune [piggyback.schemes.finetune.epochs=10]", "final")]["text"] == "70.00"
+    assert _cells(exp, "table3")[("gc lam=0.5", "Acc_pl synth best-of-grid")]["text"] == "70.00"

@@ -77,7 +77,7 @@ class Experiment:
         if variant is None:
             return missing("no such model in this experiment")
         return aggregate(self.of("piggyback", variant, piggyback=task), "acc_pl.best",
-                         group=lambda r: (r.label("released"), r.label("model_seed"), r.label("seed")),
+                         group=lambda r: (r.model or r.label("released"), r.label("model_seed"), r.label("seed")),
                          absent=f"{variant_name(variant)} was not attacked on {task}")
 
 
