@@ -74,12 +74,13 @@ def deepspeed_step(zero_stage: int) -> dict[str, torch.Tensor]:
 
 
 def run(out: str) -> None:
-    from trd.engine.distributed import detect_env, init_distributed
+    from trd.engine.distributed import detect_env, init_distributed, shutdown_distributed
 
     init_distributed(detect_env())
     results = {stage: deepspeed_step(stage) for stage in (0, 1, 2)}
     if int(os.environ["RANK"]) == 0:
         torch.save(results, out)
+    shutdown_distributed()
 
 
 def _spawned(rank: int, world: int, port: int, out: str) -> None:

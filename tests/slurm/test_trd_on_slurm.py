@@ -108,7 +108,10 @@ def test_preempted_stage_checkpoints_is_requeued_and_resumes_to_the_uninterrupte
     job = read(stage / "job.json")
     submitit_log = _log(job, "stdout")
     assert "Caught signal SIGUSR2" in submitit_log and "this job is preempted" in submitit_log
-    assert "Calling checkpoint method" in submitit_log and f"Requeued job {job_id}" in submitit_log
+    # submitit's "Requeued job" line is not asserted: `scontrol requeue`, run from inside the job, can be
+    # killed by the very SIGTERM with which SLURM stops the requeued step, before submitit logs it. The
+    # restart count above and the resume below are what show the requeue.
+    assert "Calling checkpoint method" in submitit_log
     resumed = re.findall(r"trd: pretrain resumes from its checkpoint \((.*)\)", _log(job, "stderr"))
     assert len(resumed) == 1, resumed
     at = dict(field.split(" ") for field in resumed[0].split(", "))
@@ -217,7 +220,9 @@ def test_stage_past_its_time_limit_is_requeued_max_num_timeout_times_then_fails(
     # The first signal is always handled (it requeued the job, checked below); the second can be lost to
     # submitit 1.5.4's handler race under load, and the job then ends TIMEOUT (handled below).
     assert submitit_log.count("this job is timed-out") >= 1, submitit_log
-    assert submitit_log.count(f"Requeued job {job_id} (0 remaining timeouts)") == 1
+    # The requeue itself shows in Restarts above: submitit's "Requeued job" line can be lost when SLURM's
+    # SIGTERM to the requeued step kills `scontrol requeue` before submitit logs it.
+    assert "Calling checkpoint method" in submitit_log
     report = status(tmp_path / "demo", slurm_cluster)
     assert report.returncode == 1
     assert re.search(r"pretrain\s+failed", report.stdout) and f"log: {job['stderr']}" in report.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import submitit
 
 from trd.engine.atomic import read_json
-from trd.engine.distributed import barrier, detect_env, init_distributed
+from trd.engine.distributed import barrier, detect_env, init_distributed, shutdown_distributed
 from trd.losses.finite import NonFiniteError
 from trd.metrics import DIVERGED, DONE, FAILED, RUNNING, read_metrics, write_metrics
 from trd.stages.base import SPEC_FILE, StageContext, get_stage
@@ -65,6 +65,7 @@ def run_stage(stage_dir: str | Path) -> dict:
               "timings": {**metrics.get("timings", {}), "stage_seconds": round(time.time() - start, 2)}}
     if env.is_main:
         write_metrics(stage_dir, result)
+    shutdown_distributed()
     return result
 
 
