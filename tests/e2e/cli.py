@@ -30,6 +30,21 @@ def submit_in_background(*overrides: str, data_root: str) -> subprocess.Popen:
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def start_stage(stage: Path) -> subprocess.Popen:
+    """A planned stage's runner as its own process, as a job would start it (outside any torchrun world)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return subprocess.Popen([sys.executable, "-m", "trd.stages.runner", str(stage)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish_stage(stage: Path) -> dict:
+    """Runs (or resumes) a planned stage to its end; its metrics.json."""
+    proc = start_stage(stage)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads((stage / "metrics.json").read_text())
+
+
 def stage_metrics(exp_dir: Path) -> dict[str, dict]:
     plan = json.loads((exp_dir / "plan.json").read_text())
     return {name: json.loads((Path(s["dir"]) / "metrics.json").read_text()) for name, s in plan["stages"].items()}

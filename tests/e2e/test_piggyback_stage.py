@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from cli import REPO, submit
+from cli import REPO, finish_stage, start_stage, submit
 from trd.data import build_loader
 from trd.experiment import plan_experiment
 from trd.losses.finite import NonFiniteError
@@ -82,22 +80,9 @@ def _planned_stage(out_root: Path, data_root: str, model: Path) -> Path:
     return plan[STAGE].dir
 
 
-def _runner(stage: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return subprocess.Popen([sys.executable, "-m", "trd.stages.runner", str(stage)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(stage: Path) -> dict:
-    proc = _runner(stage)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads((stage / "metrics.json").read_text())
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_root, user_model) -> dict:
-    return _finish(_planned_stage(tmp_path_factory.mktemp("reference"), data_root, user_model))
+    return finish_stage(_planned_stage(tmp_path_factory.mktemp("reference"), data_root, user_model))
 
 
 def test_pl_metrics_name_the_attack_and_hold_every_curve(reference):
@@ -130,7 +115,7 @@ def test_best_of_grid_is_at_least_every_grid_point_and_final_is_the_fixed_point(
 
 def test_same_seed_same_accuracy_even_when_killed_mid_grid(tmp_path, data_root, user_model, reference):
     stage = _planned_stage(tmp_path, data_root, user_model)
-    proc = _runner(stage)
+    proc = start_stage(stage)
     first = stage / "grid" / "lr0.05" / "result.json"
     pointer = stage / "grid" / "lr0.01" / "checkpoint" / "resume.json"
     deadline = time.time() + 300
@@ -146,7 +131,7 @@ def test_same_seed_same_accuracy_even_when_killed_mid_grid(tmp_path, data_root, 
     proc.wait()
     finished_at = first.stat().st_mtime_ns
     assert json.loads((stage / "metrics.json").read_text())["status"] == "running"
-    metrics = _finish(stage)
+    metrics = finish_stage(stage)
     assert first.stat().st_mtime_ns == finished_at  # the finished point was not trained again
     assert metrics["grid"] == reference["grid"]
     assert metrics["acc_pl"] == reference["acc_pl"]

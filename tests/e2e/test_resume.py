@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from cli import REPO, submit_in_background
+from cli import REPO, finish_stage, start_stage, submit_in_background
 from trd.experiment import plan_experiment
 
 pytestmark = pytest.mark.slow
@@ -35,18 +34,6 @@ def _plan_pretrain(out_root: Path, data_root: str, monkeypatch) -> Path:
     return plan["pretrain"].dir
 
 
-def _runner(stage: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return subprocess.Popen([sys.executable, "-m", "trd.stages.runner", str(stage)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(stage: Path) -> None:
-    proc = _runner(stage)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
-
-
 def _weights(stage: Path) -> dict[str, torch.Tensor]:
     return load_file(str(stage / "model.safetensors"))
 
@@ -56,7 +43,7 @@ def reference(tmp_path_factory, data_root):
     monkeypatch = pytest.MonkeyPatch()
     stage = _plan_pretrain(tmp_path_factory.mktemp("reference"), data_root, monkeypatch)
     monkeypatch.undo()
-    _finish(stage)
+    finish_stage(stage)
     return _weights(stage), json.loads((stage / "metrics.json").read_text())
 
 
@@ -80,13 +67,13 @@ def _wait_for_mid_epoch_checkpoint(stage: Path, proc: subprocess.Popen) -> None:
 
 def test_killed_stage_resumes_mid_epoch_to_the_uninterrupted_result(tmp_path, data_root, monkeypatch, reference):
     stage = _plan_pretrain(tmp_path, data_root, monkeypatch)
-    proc = _runner(stage)
+    proc = start_stage(stage)
     _wait_for_mid_epoch_checkpoint(stage, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads((stage / "metrics.json").read_text())["status"] == "running"
     assert not (stage / "model.safetensors").exists()
-    _finish(stage)
+    finish_stage(stage)
     metrics = json.loads((stage / "metrics.json").read_text())
     assert metrics["status"] == "done"
     assert metrics["acc"] == reference[1]["acc"] and metrics["steps"] == reference[1]["steps"]
