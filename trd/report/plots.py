@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from trd.engine.atomic import atomic_write
 from trd.report.cells import OK, aggregate
-from trd.report.records import SWEEP_LABEL, split_overrides, variant_name
+from trd.report.records import SWEEP_LABEL, override_leaf, split_overrides, variant_name
 from trd.report.tables import Experiment
 
 
@@ -37,7 +37,7 @@ def _safe(name: str) -> str:
 def _line_name(labels: dict) -> str:
     """One line per variant up to lam: a sweep over lam and another setting draws one line per setting."""
     rest = {k: v for k, v in labels.items() if k not in ("lam", SWEEP_LABEL)}
-    others = [o for o in split_overrides(labels.get(SWEEP_LABEL, "")) if o.split("=", 1)[0].split(".")[-1] != "lam"]
+    others = [o for o in split_overrides(labels.get(SWEEP_LABEL, "")) if not override_leaf(o).startswith("lam=")]
     if others:
         rest[SWEEP_LABEL] = ",".join(others)
     return variant_name(json.dumps(rest, sort_keys=True))

@@ -83,6 +83,11 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def override_leaf(override: str) -> str:
+    """'lam=0.9' from 'dispose.lam=0.9': the override as the label of its last key would show it."""
+    return f"{_key(override).split('.')[-1]}={override.split('=', 1)[-1]}"
+
+
 def variant_key(labels: dict) -> str:
     return json.dumps({k: v for k, v in labels.items() if k not in STAGE_LABELS}, sort_keys=True, default=str)
 
@@ -95,7 +100,7 @@ def variant_name(key: str) -> str:
     rest = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "method")
     name = f"{labels.get('method', '?')} {rest}".strip()
     shown = {f"{k}={v}" for k, v in labels.items()}
-    extra = [o for o in split_overrides(point) if f"{_key(o).split('.')[-1]}={o.split('=', 1)[-1]}" not in shown]
+    extra = [o for o in split_overrides(point) if override_leaf(o) not in shown]
     return f"{name} [{','.join(extra)}]" if extra else name
 
 
@@ -165,9 +170,7 @@ def _assign_variants(records: list[Record], stages: dict) -> None:
         for model, members in variants:
             key = labels
             if len(variants) > 1:
-                points = [_setting(sweep_point(r.name)) for r in members]
-                named = [p for p in points if p]
-                setting = max(set(named), key=named.count) if named else ""
+                setting = _common_setting(members)
                 key = _with_setting(labels, setting)
                 number = 2
                 while key in taken:
@@ -191,11 +194,16 @@ def _split_attacks(records: list[Record], lineage: dict[str, str]) -> None:
         if len(settings) < 2:
             continue
         for members in settings.values():
-            named = [p for p in (_setting(sweep_point(r.name)) for r in members) if p]
-            if named:
-                setting = max(set(named), key=named.count)
+            setting = _common_setting(members)
+            if setting:
                 for record in members:
                     record.labels = {**record.labels, "scheme": f"{scheme} [{setting}]"}
+
+
+def _common_setting(members: list[Record]) -> str:
+    """The sweep setting most of these records' stage names carry ('' where none does: the first point's)."""
+    named = [p for p in (_setting(sweep_point(r.name)) for r in members) if p]
+    return max(set(named), key=named.count) if named else ""
 
 
 def _setting(point: str) -> str:

@@ -7,7 +7,7 @@
 * table3: the paper's Table 3 layout: Acc_s, Acc_t and Acc_pl (paper scheme, best-of-grid) per task.
 * piggyback: every (variant, task, scheme): acc_pl.final and acc_pl.best.
 * mia: attack accuracy and AUC per membership-inference attack.
-Means +- std are over seeds (PL seeds and sweep points with the same labels).
+Means +- std are over the replicates of a variant: PL seeds and models that differ only in seeds (records.py).
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from trd.report.cells import Cell, aggregate, difference, missing, ratio_cell
 from trd.report.records import Record, variant_name
+from trd.stages.report import REPORTED_KINDS
 
 REFERENCES = ("tl", "tgt", "scratch")
-TABLE_KINDS = ("evaluate", "piggyback", "mia")
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Experiment:
     """Records indexed the way the tables ask for them."""
 
     def __init__(self, records: list[Record], paper_scheme: str | None):
-        self.records = [r for r in records if r.kind in TABLE_KINDS]
+        self.records = [r for r in records if r.kind in REPORTED_KINDS]
         piggyback = self.of("piggyback")
         self.tasks = list(dict.fromkeys(r.label("piggyback") for r in piggyback))
         self.schemes = list(dict.fromkeys(r.label("scheme") for r in piggyback))
