@@ -135,8 +135,12 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def _several_ranks() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_ranks():
         dist.barrier()
 
 
@@ -144,6 +148,6 @@ def shutdown_distributed() -> None:
     """Tears the process group down once every rank is done. Left to interpreter exit, gloo's threads can
     abort the process ("terminate called without an active exception"): a finished stage would then exit
     non-zero and SLURM would cancel its dependents."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_ranks():
         dist.barrier()
         dist.destroy_process_group()

@@ -79,8 +79,9 @@ engine that averages gradients across ranks afterwards (DDP, DeepSpeed) leaves i
 while averaging a per-rank retain loss added to it as usual.  Such an engine's all-reduce can do
 the backward's reduction instead: with ``reduce_gradient=False`` each rank leaves world_size times
 its own share and issues no collective in the backward, and the engine's average is the exact
-gradient (trd's dispose stage does this: two all-reduces per step, the paper's Algorithm 1).  Pass the unwrapped module (not a
-DDP wrapper): the chunk forwards must not trigger the wrapper's own gradient reduction.
+gradient (trd's dispose stage does this: two all-reduces per step, the paper's Algorithm 1).
+Pass the unwrapped module (not a DDP wrapper): the chunk forwards must not trigger the wrapper's
+own gradient reduction.
 
 Attention
 ---------
@@ -325,12 +326,14 @@ class _CollisionGeometry(_Geometry):
             self.total = local_sum
             pair_sum = local_pair_sum
             n_pairs = cos_sum.new_tensor(local_pairs)
+            total_sq = None  # one process needs |G|^2 only for the statistics
 
         self.pairs = math.comb(chunks, 2)
         self.value = pair_sum / self.pairs
         self.stats = None
         if with_stats:
-            total_sq = _sq_norm(self.total)
+            if total_sq is None:
+                total_sq = _sq_norm(self.total)
             nan = cos_sum.new_tensor(float("nan"))
             mean_cos = torch.where(n_pairs > 0, cos_sum / n_pairs.clamp_min(1), nan)
             self.stats = GCStats(total_sq, total_sq - 2 * pair_sum, mean_cos, chunks)
