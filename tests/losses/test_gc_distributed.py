@@ -15,10 +15,16 @@ from trd.losses import gradient_collision_loss
 
 BATCH = 8
 TIGHT = dict(rtol=1e-9, atol=1e-12)
-# (name, chunks per rank, normalized)
-SCENARIOS = [("gc_1_chunk", 1, False), ("ngc_1_chunk", 1, True), ("gc_2_chunks", 2, False)]
+# (name, chunks per rank, normalized, execution)
+SCENARIOS = [
+    ("gc_1_chunk", 1, False, "batched"),
+    ("ngc_1_chunk", 1, True, "batched"),
+    ("gc_2_chunks", 2, False, "batched"),
+    ("gc_2_chunks_per_chunk", 2, False, "per_chunk"),
+    ("ngc_2_chunks_per_chunk", 2, True, "per_chunk"),
+]
 # The same, with the result reduction left to a gradient-averaging engine (reduce_gradient=False).
-ENGINE_REDUCED = [("gc_engine_reduced", 1, False), ("ngc_engine_reduced", 1, True)]
+ENGINE_REDUCED = [("gc_engine_reduced", 1, False, "batched"), ("ngc_engine_reduced", 1, True, "batched")]
 
 
 def full_batch():
@@ -26,10 +32,10 @@ def full_batch():
     return torch.randn(BATCH, 2, 5, 5, generator=generator, dtype=torch.float64), torch.randint(3, (BATCH,), generator=generator)
 
 
-def run_scenario(model, inputs, targets, chunks, normalized, reduce_gradient=True):
+def run_scenario(model, inputs, targets, chunks, normalized, reduce_gradient=True, execution="auto"):
     model.zero_grad(set_to_none=True)
     loss, stats = gradient_collision_loss(model, inputs, targets, chunks=chunks, normalized=normalized,
-                                          return_stats=True, reduce_gradient=reduce_gradient)
+                                          return_stats=True, reduce_gradient=reduce_gradient, execution=execution)
     loss.backward()
     return {
         "loss": loss.detach(),
@@ -64,10 +70,10 @@ def worker(rank, world, port, out_dir):
         count_collectives(log)
         results = {}
         for scenarios, reduce_gradient in ((SCENARIOS, True), (ENGINE_REDUCED, False)):
-            for name, chunks, normalized in scenarios:
+            for name, chunks, normalized, execution in scenarios:
                 log.clear()
                 results[name] = run_scenario(model, inputs[local], targets[local], chunks, normalized,
-                                             reduce_gradient)
+                                             reduce_gradient, execution)
                 results[name]["collectives"] = list(log)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -87,8 +93,8 @@ def two_rank_results(tmp_path_factory):
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]
 
 
-@pytest.mark.parametrize("name, chunks, normalized", SCENARIOS, ids=[s[0] for s in SCENARIOS])
-def test_two_ranks_equal_one_process_on_the_concatenated_batch(two_rank_results, name, chunks, normalized):
+@pytest.mark.parametrize("name, chunks, normalized, execution", SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_two_ranks_equal_one_process_on_the_concatenated_batch(two_rank_results, name, chunks, normalized, execution):
     model = bn_cnn()
     single = run_scenario(copy.deepcopy(model), *full_batch(), chunks=2 * chunks, normalized=normalized)
     for rank_result in two_rank_results:
@@ -108,7 +114,7 @@ def test_gc_one_chunk_per_rank_reports_no_visible_pair_cosine(two_rank_results):
     assert all(torch.isnan(r["gc_1_chunk"]["stats"][2]) for r in two_rank_results)
 
 
-@pytest.mark.parametrize("name", ["gc_1_chunk", "gc_2_chunks"])
+@pytest.mark.parametrize("name", ["gc_1_chunk", "gc_2_chunks", "gc_2_chunks_per_chunk"])
 def test_gc_uses_exactly_two_parameter_sized_all_reduces_and_no_gather(two_rank_results, name):
     parameters = sum(p.numel() for p in bn_cnn().parameters())
     for rank_result in two_rank_results:
@@ -125,9 +131,9 @@ def test_ngc_gathers_chunk_gradients_once_and_all_reduces_the_result_once(two_ra
         assert rank_result["ngc_1_chunk"]["collectives"] == [("all_gather", 2 * parameters), ("all_reduce", parameters)]
 
 
-@pytest.mark.parametrize("name, chunks, normalized", ENGINE_REDUCED, ids=[s[0] for s in ENGINE_REDUCED])
+@pytest.mark.parametrize("name, chunks, normalized, execution", ENGINE_REDUCED, ids=[s[0] for s in ENGINE_REDUCED])
 def test_result_left_to_an_averaging_engine_averages_to_the_exact_gradient(two_rank_results, name, chunks,
-                                                                           normalized):
+                                                                           normalized, execution):
     single = run_scenario(bn_cnn(), *full_batch(), chunks=2 * chunks, normalized=normalized)
     shares = [r[name]["grads"] for r in two_rank_results]
     for rank0, rank1, want in zip(*shares, single["grads"]):

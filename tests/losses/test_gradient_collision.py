@@ -28,22 +28,28 @@ def build(model_name):
     return {"mlp": mlp, "bn_cnn": bn_cnn, "wide_cnn": wide_cnn}[model_name]()
 
 
-def ours(model, inputs, targets, chunks, normalized):
+EXECUTIONS = ["batched", "per_chunk"]
+
+
+def ours(model, inputs, targets, chunks, normalized, execution="auto"):
     model.zero_grad(set_to_none=True)
-    loss, stats = gradient_collision_loss(model, inputs, targets, chunks=chunks, normalized=normalized, return_stats=True)
+    loss, stats = gradient_collision_loss(
+        model, inputs, targets, chunks=chunks, normalized=normalized, return_stats=True, execution=execution
+    )
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad], stats
 
 
+@pytest.mark.parametrize("execution", EXECUTIONS)
 @pytest.mark.parametrize("normalized", [False, True], ids=["gc", "ngc"])
 @pytest.mark.parametrize("chunks", [2, 3, 4])
-@pytest.mark.parametrize("model_name", ["mlp", "bn_cnn"])
-def test_value_and_gradient_match_naive_all_pairs_reference(model_name, chunks, normalized):
+@pytest.mark.parametrize("model_name", ["mlp", "bn_cnn", "wide_cnn"])
+def test_value_and_gradient_match_naive_all_pairs_reference(model_name, chunks, normalized, execution):
     model = build(model_name)
     reference = copy.deepcopy(model)
     inputs, targets = batch_for(model_name)
 
-    loss, grads, stats = ours(model, inputs, targets, chunks, normalized)
+    loss, grads, stats = ours(model, inputs, targets, chunks, normalized, execution)
     ref_loss, ref_grads, ref_stats = naive_collision(reference, inputs, targets, chunks, normalized)
 
     torch.testing.assert_close(loss, ref_loss, **TIGHT)
@@ -70,7 +76,7 @@ def test_deferred_conv_weight_terms_give_the_same_gradient(monkeypatch, chunks, 
     model = wide_cnn()
     reference = copy.deepcopy(model)
     inputs, targets = batch_for("wide_cnn")
-    loss, grads, _ = ours(model, inputs, targets, chunks, normalized)
+    loss, grads, _ = ours(model, inputs, targets, chunks, normalized, "per_chunk")
     ref_loss, ref_grads, _ = naive_collision(reference, inputs, targets, chunks, normalized)
     # Two terms per chunk for the 16x16x3x3 weight: its double-backward node and its forward conv.
     assert deferred.count(torch.Size([16, 16, 3, 3])) == 2 * chunks
@@ -79,11 +85,12 @@ def test_deferred_conv_weight_terms_give_the_same_gradient(monkeypatch, chunks, 
         torch.testing.assert_close(got, want, **TIGHT)
 
 
-def test_batchnorm_running_stats_see_one_update_per_chunk_forward():
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_batchnorm_running_stats_see_one_update_per_chunk_forward(execution):
     model = bn_cnn()
     sequential = copy.deepcopy(model)
     inputs, targets = batch_for("bn_cnn")
-    gradient_collision_loss(model, inputs, targets, chunks=3).backward()
+    gradient_collision_loss(model, inputs, targets, chunks=3, execution=execution).backward()
     with torch.no_grad():
         for chunk in inputs.chunk(3):
             sequential(chunk)
@@ -91,8 +98,10 @@ def test_batchnorm_running_stats_see_one_update_per_chunk_forward():
         torch.testing.assert_close(got, want, **TIGHT, msg=name)
 
 
-def test_gradient_is_O_c_hessian_vector_products(monkeypatch):
-    """c autograd.grad calls for the chunk gradients and c for the HVPs, never one per pair."""
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_gradient_is_O_c_hessian_vector_products(monkeypatch, execution):
+    """Per chunk: c autograd.grad calls for the chunk gradients and c for the HVPs, never one per pair;
+    batched: one of each."""
     calls = []
     original = torch.autograd.grad
 
@@ -105,8 +114,8 @@ def test_gradient_is_O_c_hessian_vector_products(monkeypatch):
     inputs, targets = batch_for("mlp", size=16)
     for normalized in (False, True):
         calls.clear()
-        gradient_collision_loss(model, inputs, targets, chunks=8, normalized=normalized).backward()
-        assert calls == [True] * 8 + [False] * 8
+        gradient_collision_loss(model, inputs, targets, chunks=8, normalized=normalized, execution=execution).backward()
+        assert calls == ([True] * 8 + [False] * 8 if execution == "per_chunk" else [True, False])
 
 
 class WithSpareLayer(nn.Module):
@@ -119,11 +128,12 @@ class WithSpareLayer(nn.Module):
         return self.body(x)
 
 
-def test_frozen_parameters_are_excluded_and_unused_ones_get_zeros():
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_frozen_parameters_are_excluded_and_unused_ones_get_zeros(execution):
     model = WithSpareLayer()
     frozen = model.body[0].weight.requires_grad_(False)
     inputs, targets = batch_for("mlp")
-    gradient_collision_loss(model, inputs, targets, chunks=2).backward()
+    gradient_collision_loss(model, inputs, targets, chunks=2, execution=execution).backward()
     assert frozen.grad is None
     assert torch.equal(model.spare.weight.grad, torch.zeros_like(model.spare.weight))
     assert model.body[2].weight.grad.abs().max() > 0
@@ -205,3 +215,85 @@ def test_model_without_trainable_parameters_is_a_clear_error():
     inputs, targets = batch_for("mlp")
     with pytest.raises(ValueError, match="no parameter that requires grad"):
         gradient_collision_loss(model, inputs, targets, chunks=2)
+
+
+def mixed_cnn() -> nn.Module:
+    """Frozen conv, eval-mode batch norm with trainable affine, conv bias, a linear layer on a token axis."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, stride=2),
+        nn.BatchNorm2d(4),
+        nn.Tanh(),
+        nn.Flatten(2),
+        nn.Linear(9, 5),
+        nn.GELU(),
+        nn.Flatten(),
+        nn.Linear(20, 3),
+    ).double()
+    model[0].weight.requires_grad_(False)
+    with torch.no_grad():
+        model[4].running_mean.normal_(0, 0.5)
+        model[4].running_var.uniform_(0.5, 2.0)
+    model.train()
+    model[4].eval()
+    return model
+
+
+@pytest.mark.parametrize("normalized", [False, True], ids=["gc", "ngc"])
+def test_batched_execution_handles_frozen_and_eval_mode_layers(normalized):
+    model = mixed_cnn()
+    reference = copy.deepcopy(model)
+    inputs, targets = batch_for("bn_cnn", size=12)
+    loss, grads, _ = ours(model, inputs, targets, 3, normalized, "batched")
+    ref_loss, ref_grads, _ = naive_collision(reference, inputs, targets, 3, normalized)
+    torch.testing.assert_close(loss, ref_loss, **TIGHT)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, **TIGHT)
+    for (name, got), want in zip(model.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(got, want, **TIGHT, msg=name)
+
+
+def test_auto_execution_forwards_attention_models_chunk_by_chunk(monkeypatch):
+    calls = []
+    original = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or original(*a, **k))
+    inputs, targets = batch_for("attention", size=8)
+    gradient_collision_loss(build("attention"), inputs, targets, chunks=4).backward()
+    assert len(calls) == 8
+    calls.clear()
+    inputs, targets = batch_for("bn_cnn", size=8)
+    gradient_collision_loss(bn_cnn(), inputs, targets, chunks=4).backward()
+    assert len(calls) == 2
+
+
+def test_batched_execution_of_an_unsupported_model_is_a_clear_error():
+    inputs, targets = batch_for("attention", size=8)
+    with pytest.raises(ValueError, match=r"execution='batched' needs .*use execution='per_chunk'"):
+        gradient_collision_loss(build("attention"), inputs, targets, chunks=2, execution="batched")
+    with pytest.raises(ValueError, match=r"execution='sideways' is not one of"):
+        gradient_collision_loss(mlp(), *batch_for("mlp"), chunks=2, execution="sideways")
+
+
+class TiedHead(nn.Module):
+    """The output layer reuses the embedding's weight outside any nn.Linear call."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 6).double()
+
+    def forward(self, x):
+        return torch.tanh(self.embed(x)) @ self.embed.weight
+
+
+def test_a_parameter_used_outside_the_chunked_layers_is_an_error_not_a_wrong_gradient():
+    inputs, targets = batch_for("mlp")
+    with pytest.raises(RuntimeError, match=r"computes with a trainable parameter.*execution='per_chunk'"):
+        gradient_collision_loss(TiedHead(), inputs[:, :3], targets, chunks=2)
+    model = TiedHead()
+    loss, grads, _ = ours(model, inputs[:, :3], targets, 2, False, "per_chunk")
+    ref_loss, ref_grads, _ = naive_collision(copy.deepcopy(model), inputs[:, :3], targets, 2, False)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, **TIGHT)

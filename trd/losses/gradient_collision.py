@@ -22,27 +22,39 @@ never the c^2 double backwards of differentiating every pair.
 
 Design (time first, memory second)
 ----------------------------------
-The call computes each chunk's gradient with ``torch.autograd.grad(create_graph=True)`` on its
-own forward and *keeps* the c double-backward graphs alive; the outer ``loss.backward()`` runs
-the custom backward of :class:`_CollisionFunction`, which does the c HVPs one chunk at a time
-(freeing each chunk's graph as soon as its HVP is done) and returns the summed result as the
-parameters' gradients.  So:
+The call computes every chunk's gradient with ``torch.autograd.grad(create_graph=True)`` and
+*keeps* the graph that differentiates them; the outer ``loss.backward()`` runs the custom backward
+of :class:`_CollisionFunction`, which turns the c chunk gradients into the c directions ``v_m`` and
+differentiates once more.  Two executions compute the same loss and gradient:
+
+* ``batched`` (default for models of linear, convolution and batch-norm layers, ResNet and WRN
+  among them): one forward of the whole batch under :class:`trd.losses.chunked_forward.ChunkedForward`,
+  with chunk-wise batch-norm statistics and chunk views of every parameter through which each
+  chunk's gradient leaves, then ONE backward for all c chunk gradients and ONE Hessian-vector
+  product ``autograd.grad([g_1..g_c], params, grad_outputs=[v_1..v_c])``.  Kernels with the
+  shared weights see the whole batch; only the terms that involve a chunk's own weight gradient
+  or direction run chunk by chunk (a third of the convolution work), so small chunks cost little.
+  For GC the directions overwrite the chunk gradients' storage in place (``g_m - G``, the factor
+  ``-1/C(c,2)`` applied once to the result), so the backward allocates no c x P buffer;
+* ``per_chunk`` (any model, ViT included): each chunk forwarded on its own under
+  :func:`trd.losses.double_backward_mode.fast_double_backward` (hand-written double backwards for
+  convolutions and train-mode batch norms, whose native ones are 2x and ~10x slower than needed
+  on CPU), c graphs, and c HVPs ``autograd.grad(g_m, params, grad_outputs=v_m)`` one chunk at a
+  time, each chunk's graph freed as soon as its HVP is done; inside
+  :func:`trd.losses.conv_double_backward.deferred_weight_gradients` the weight terms of
+  large-weight convolutions are summed over all chunks in one call instead of 2c small ones.
+
+Either way:
 
 * compute: one forward, one graph-recording backward and one double backward per sample; no
   recomputation, and dropout masks are the same in the gradient and in its derivative.  For a
   convolutional network that is about 3x the convolution work of a plain step (forward 1,
   backward 2, double backward 6 units), the floor for any exact HVP-based method;
-* the chunk forwards run under :func:`trd.losses.double_backward_mode.fast_double_backward`,
-  which records convolutions and train-mode batch norms with hand-written double backwards
-  (PyTorch's own are 2x and ~10x slower than needed on CPU), and the HVPs run inside
-  :func:`trd.losses.conv_double_backward.deferred_weight_gradients`, which sums the weight terms
-  of large-weight convolutions over all chunks in one call instead of 2c small ones;
 * GC never forms a c x P matrix or the c x c Gram matrix: G, the pair sum and the directions
-  ``v_m`` are per-parameter foreach operations (P = number of parameters);
+  are per-parameter foreach operations (P = number of parameters);
 * memory: the activations of one full batch plus the saved tensors of the recorded backward
-  (each chunk is 1/c of the batch, so the total does not grow with c), plus the c chunk
-  gradients (c x P) and a few P-sized work lists; NGC adds a c x P matrix of the chunk
-  gradients (flat, for its Gram matrix and for the all-gather);
+  (the total does not grow with c), plus the c chunk gradients (c x P); NGC adds a c x P matrix
+  of the chunk gradients (flat, for its Gram matrix and for the all-gather);
 * ``.grad`` is written only by the outer backward (chunk gradients come from
   ``torch.autograd.grad``), so gradient hooks of an engine fire once, on the final gradient.
 
@@ -54,10 +66,9 @@ gradients, so ask for the statistics on the steps that log them.
 
 BatchNorm
 ---------
-Each chunk is forwarded on its own, so in train mode BatchNorm normalises with the chunk's
-statistics, exactly as on a rank that sees only that chunk.  Nothing is recomputed, so the
-running statistics see c ordinary momentum updates per call (one per chunk forward), just as c
-consecutive training forwards would.  ``SyncBatchNorm`` in train mode across several ranks is
+In train mode BatchNorm normalises each chunk with the chunk's own statistics, exactly as on a
+rank that sees only that chunk.  Nothing is recomputed, so the running statistics see c ordinary
+momentum updates per call (one per chunk), just as c consecutive training forwards would.  ``SyncBatchNorm`` in train mode across several ranks is
 rejected: it would mix chunks of different ranks into one normalisation.
 
 Distributed runs
@@ -85,8 +96,9 @@ own gradient reduction.
 
 Attention
 ---------
-``F.scaled_dot_product_attention``'s fused kernels have no double backward, so the chunk
-forwards run under ``sdpa_kernel([SDPBackend.MATH])``.
+``F.scaled_dot_product_attention``'s fused kernels have no double backward, so the per-chunk
+forwards run under ``sdpa_kernel([SDPBackend.MATH])`` (attention models are never batched: their
+parameters live outside the layers the chunked forward splits).
 """
 
 from __future__ import annotations
@@ -102,6 +114,8 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trd.losses import flat_collectives
+from trd.losses.chunk_gradient_pass import chunk_gradient_pass
+from trd.losses.chunked_forward import ChunkedForward, supports_chunked_forward
 from trd.losses.conv_double_backward import deferred_weight_gradients
 from trd.losses.double_backward_mode import fast_double_backward
 
@@ -147,11 +161,12 @@ def gradient_collision_loss(
     criterion: Criterion = F.cross_entropy,
     process_group: dist.ProcessGroup | None = None,
     reduce_gradient: bool = True,
+    execution: str = "auto",
 ) -> Tensor | tuple[Tensor, GCStats]:
     """GC (``normalized=False``) or NGC loss of ``model`` on a source batch split into chunks.
 
     ``inputs``/``targets`` are this process's batch, split into ``chunks`` equal chunks; each
-    chunk is forwarded on its own and its gradient is taken of ``criterion(model(x_m), y_m)``
+    chunk is forwarded as if on its own (batch-norm statistics per chunk) and its gradient is taken of ``criterion(model(x_m), y_m)``
     (mean cross-entropy by default) w.r.t. the parameters that require grad.
     ``loss.backward()`` leaves exactly ``grad L`` in those parameters' ``.grad`` (accumulating,
     like any loss; parameters the loss does not use get zeros).  With ``return_stats=True``
@@ -162,6 +177,11 @@ def gradient_collision_loss(
     ranks in its own all-reduce: backward then skips GC's result all-reduce and leaves world_size times
     this rank's share, so that the engine's average is exactly ``grad L`` on every rank. The result
     reduction then rides on the engine's all-reduce, together with any other loss's gradient.
+
+    ``execution``: ``"batched"`` forwards all chunks at once (:mod:`trd.losses.chunked_forward`; needs a
+    float32/float64 model whose trainable parameters all sit in linear, convolution and batch-norm
+    layers), ``"per_chunk"`` forwards them one by one (any model), ``"auto"`` (default) picks batched
+    where the model allows it.  Both give the same loss and gradient.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -171,15 +191,18 @@ def gradient_collision_loss(
     _reject_cross_rank_batchnorm(model, world)
 
     differentiable = torch.is_grad_enabled()
-    chunk_grads = _chunk_gradients(model, params, inputs, targets, chunks, criterion, differentiable)
-    values = [[g.detach() for g in grads] for grads in chunk_grads]
+    if _batched(execution, model, inputs):
+        graphs: _ChunkGraphs = _BatchedChunkGraphs(model, params, inputs, targets, chunks, criterion, differentiable)
+    else:
+        graphs = _PerChunkGraphs(model, params, inputs, targets, chunks, criterion, differentiable)
+    values = graphs.values()
     if normalized:
         geometry: _Geometry = _CosineGeometry(values, world, process_group, return_stats)
     else:
         geometry = _CollisionGeometry(values, world, process_group, return_stats)
 
     if differentiable:
-        state = _BackwardState(chunk_grads, geometry, params, world, process_group, reduce_gradient)
+        state = _BackwardState(graphs, geometry, params, world, process_group, reduce_gradient)
         loss = _CollisionFunction.apply(state, *params)
     else:
         loss = geometry.value
@@ -216,30 +239,114 @@ def _reject_cross_rank_batchnorm(model: nn.Module, world: int) -> None:
             )
 
 
-def _chunk_gradients(
-    model: nn.Module,
-    params: list[Tensor],
-    inputs: Tensor,
-    targets: Tensor,
-    chunks: int,
-    criterion: Criterion,
-    differentiable: bool,
-) -> list[list[Tensor]]:
-    size = inputs.shape[0] // chunks
-    grads = []
-    with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
-        for x, y in zip(inputs.split(size), targets.split(size)):
-            with fast_double_backward():
-                logits = model(x)
-            loss = criterion(logits, y)
-            grads.append(
-                list(
-                    torch.autograd.grad(
-                        loss, params, create_graph=differentiable, allow_unused=True, materialize_grads=True
-                    )
+def _batched(execution: str, model: nn.Module, inputs: Tensor) -> bool:
+    if execution not in ("auto", "batched", "per_chunk"):
+        raise ValueError(f"execution={execution!r} is not one of 'auto', 'batched', 'per_chunk'")
+    if execution == "per_chunk":
+        return False
+    supported = supports_chunked_forward(model, inputs)
+    if execution == "batched" and not supported:
+        raise ValueError(
+            "execution='batched' needs a float32/float64 model (no autocast) whose trainable parameters all sit in "
+            "nn.Linear, nn.Conv*d (zero padding) or nn.BatchNorm*d (numeric momentum) layers; use "
+            "execution='per_chunk' for this model"
+        )
+    return supported
+
+
+class _ChunkGraphs:
+    """The chunk gradients g_m and, until the backward, the graphs that differentiate them."""
+
+    def values(self) -> list[list[Tensor]]:
+        """Detached g_m, one list of per-parameter tensors per local chunk."""
+        raise NotImplementedError
+
+    def hessian_vector_sum(self, geometry: _Geometry, params: list[Tensor]) -> list[Tensor | None]:
+        """sum_m H_m v_m per parameter (None where nothing reached it); frees the graphs."""
+        raise NotImplementedError
+
+
+class _PerChunkGraphs(_ChunkGraphs):
+    """Each chunk forwarded on its own: c graphs and c Hessian-vector products; works for any model."""
+
+    def __init__(self, model, params, inputs, targets, chunks: int, criterion: Criterion, differentiable: bool):
+        size = inputs.shape[0] // chunks
+        self.chunk_grads: list[list[Tensor] | None] = []
+        with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
+            for x, y in zip(inputs.split(size), targets.split(size)):
+                with fast_double_backward():
+                    logits = model(x)
+                loss = criterion(logits, y)
+                grads = torch.autograd.grad(
+                    loss, params, create_graph=differentiable, allow_unused=True, materialize_grads=True
                 )
-            )
-    return grads
+                self.chunk_grads.append(list(grads))
+
+    def values(self) -> list[list[Tensor]]:
+        return [[g.detach() for g in grads] for grads in self.chunk_grads]
+
+    def hessian_vector_sum(self, geometry, params):
+        result: list[Tensor | None] = [None] * len(params)
+        with deferred_weight_gradients(params) as deferred:
+            for index in range(len(self.chunk_grads)):
+                grads = self.chunk_grads[index]
+                # Drop this chunk's graph as soon as its HVP has run, so memory falls chunk by chunk.
+                self.chunk_grads[index] = None
+                direction = geometry.direction(index)
+                linked = [(g, v) for g, v in zip(grads, direction) if g.requires_grad]
+                if linked:
+                    hvp = torch.autograd.grad(
+                        [g for g, _ in linked], params, grad_outputs=[v for _, v in linked], allow_unused=True
+                    )
+                    _accumulate(result, hvp)
+                del grads, direction, linked
+        summed_weights = deferred.flush()
+        _accumulate(result, [summed_weights.get(i) for i in range(len(params))])
+        return result
+
+
+class _BatchedChunkGraphs(_ChunkGraphs):
+    """All chunks in one forward (:mod:`trd.losses.chunked_forward`): one graph, one Hessian-vector product."""
+
+    def __init__(self, model, params, inputs, targets, chunks: int, criterion: Criterion, differentiable: bool):
+        mode = ChunkedForward(model, params, chunks)
+        with torch.enable_grad():
+            with mode:
+                logits = model(inputs)
+            loss = sum(criterion(l_m, y_m) for l_m, y_m in zip(logits.chunk(chunks), targets.chunk(chunks)))
+            # Chunk-major: (chunk 0: every used parameter's view), (chunk 1: ...), ...
+            used = [i for i, p in enumerate(params) if id(p) in mode.views]
+            views = [mode.views[id(params[i])][m] for m in range(chunks) for i in used]
+            with chunk_gradient_pass():
+                grads = torch.autograd.grad(loss, views, create_graph=differentiable, allow_unused=True) if views else ()
+        # A parameter the forward never reached gets zeros, as in the per-chunk execution.
+        self.chunk_grads: list[list[Tensor]] = []
+        by_view = iter(grads)
+        for _ in range(chunks):
+            grads_m: list[Tensor | None] = [None] * len(params)
+            for i in used:
+                grads_m[i] = next(by_view)
+            self.chunk_grads.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads_m, params)])
+
+    def values(self) -> list[list[Tensor]]:
+        return [[g.detach() for g in grads] for grads in self.chunk_grads]
+
+    def hessian_vector_sum(self, geometry, params):
+        chunk_grads, self.chunk_grads = self.chunk_grads, []
+        # The directions overwrite the chunk gradients' values (no c x P allocation); graphs are unaffected.
+        directions, factor = geometry.all_directions()
+        linked = [(g, v) for grads, dirs in zip(chunk_grads, directions) for g, v in zip(grads, dirs) if g.requires_grad]
+        del chunk_grads, directions
+        if not linked:
+            return [None] * len(params)
+        result = list(
+            torch.autograd.grad([g for g, _ in linked], params, grad_outputs=[v for _, v in linked], allow_unused=True)
+        )
+        del linked
+        present = [r for r in result if r is not None]
+        if factor != 1.0 and present:
+            torch._foreach_mul_(present, factor)
+        return result
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -269,6 +376,12 @@ class _Geometry:
         """Fix the incoming gradient before the first :meth:`direction`."""
 
     def direction(self, local_index: int) -> list[Tensor]:
+        raise NotImplementedError
+
+    def all_directions(self) -> tuple[list[list[Tensor]], float]:
+        """Every local chunk's direction, up to one common factor: ``(d, f)`` with ``v_m = f * d_m``.
+
+        May overwrite the chunk gradients it was built from (and then :meth:`direction` is unusable)."""
         raise NotImplementedError
 
 
@@ -339,12 +452,21 @@ class _CollisionGeometry(_Geometry):
             self.stats = GCStats(total_sq, total_sq - 2 * pair_sum, mean_cos, chunks)
 
     def start_backward(self, grad_output: Tensor) -> None:
-        # v_m = s (G - g_m): G is scaled once, in place, so each direction is a single fused pass.
         self.scale = grad_output.item() / self.pairs
-        torch._foreach_mul_(self.total, self.scale)
+        self.total_scaled = False
 
     def direction(self, local_index: int) -> list[Tensor]:
+        # v_m = s (G - g_m): G is scaled once, in place, so each direction is a single fused pass.
+        if not self.total_scaled:
+            torch._foreach_mul_(self.total, self.scale)
+            self.total_scaled = True
         return torch._foreach_add(self.total, self.values[local_index], alpha=-self.scale)
+
+    def all_directions(self) -> tuple[list[list[Tensor]], float]:
+        # v_m = -s (g_m - G): one in-place pass per chunk, the factor -s applied once to the summed result.
+        for grads in self.values:
+            torch._foreach_sub_(grads, self.total)
+        return self.values, -self.scale
 
 
 class _CosineGeometry(_Geometry):
@@ -356,6 +478,7 @@ class _CosineGeometry(_Geometry):
         self.shapes = [g.shape for g in values[0]]
         local = torch.stack([torch.cat([g.reshape(-1) for g in grads]) for grads in values])
         self.all_chunks = flat_collectives.all_gather_rows(local, group) if world > 1 else local
+        self.local_chunks = len(values)
         self.first_local = (dist.get_rank(group) if world > 1 else 0) * len(values)
         gram = self.all_chunks @ self.all_chunks.T
         chunks = gram.shape[0]
@@ -381,12 +504,15 @@ class _CosineGeometry(_Geometry):
         flat = row @ self.all_chunks
         return [piece.view(shape) for piece, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)]
 
+    def all_directions(self) -> tuple[list[list[Tensor]], float]:
+        return [self.direction(m) for m in range(self.local_chunks)], 1.0
+
 
 class _BackwardState:
     """What the outer backward needs; dropped (with the chunk graphs) once it has run."""
 
-    def __init__(self, chunk_grads, geometry: _Geometry, params, world: int, group, reduce_gradient: bool):
-        self.chunk_grads = chunk_grads
+    def __init__(self, graphs: _ChunkGraphs, geometry: _Geometry, params, world: int, group, reduce_gradient: bool):
+        self.graphs = graphs
         self.geometry = geometry
         self.params = params
         self.world = world
@@ -411,22 +537,7 @@ class _CollisionFunction(torch.autograd.Function):
         # Left to a gradient-averaging engine, each rank's share is scaled by world_size up front (in the
         # directions, so no extra pass over the result).
         state.geometry.start_backward(grad_output if state.reduce_gradient else grad_output * state.world)
-        result: list[Tensor | None] = [None] * len(params)
-        with deferred_weight_gradients(params) as deferred:
-            for index in range(len(state.chunk_grads)):
-                grads = state.chunk_grads[index]
-                # Drop this chunk's graph as soon as its HVP has run, so memory falls chunk by chunk.
-                state.chunk_grads[index] = None
-                direction = state.geometry.direction(index)
-                linked = [(g, v) for g, v in zip(grads, direction) if g.requires_grad]
-                if linked:
-                    hvp = torch.autograd.grad(
-                        [g for g, _ in linked], params, grad_outputs=[v for _, v in linked], allow_unused=True
-                    )
-                    _accumulate(result, hvp)
-                del grads, direction, linked
-        summed_weights = deferred.flush()
-        _accumulate(result, [summed_weights.get(i) for i in range(len(params))])
+        result = state.graphs.hessian_vector_sum(state.geometry, params)
         result = [r if r is not None else torch.zeros_like(p) for r, p in zip(result, params)]
         if state.world > 1 and state.reduce_gradient:
             result = flat_collectives.all_reduce_sum(result, None, state.group)[0]

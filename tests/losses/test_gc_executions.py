@@ -1,0 +1,94 @@
+"""The batched execution of the GC loss on trd's own architectures: same loss, gradient and running
+statistics as the per-chunk execution (float64), and which models "auto" batches."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from trd.losses import gradient_collision_loss
+from trd.losses.chunked_forward import supports_chunked_forward
+from trd.models import build_model
+
+TIGHT = dict(rtol=1e-9, atol=1e-12)
+NUM_CLASSES = 5
+# Every convolutional block type: bottlenecks (resnet50), a projection shortcut in each WRN group.
+SMALL = {
+    "cnn": ("cnn", {"width": 4}),
+    "cnn_no_bn": ("cnn", {"width": 4, "batchnorm": False}),
+    "resnet18": ("resnet18", {}),
+    "resnet50": ("resnet50", {}),
+    "wrn10_2": ("wrn10_2", {"dropout": 0.0}),
+    "vit": ("vit", {"depth": 1, "width": 16, "heads": 2, "patch": 4}),
+}
+BATCHED = ["cnn", "cnn_no_bn", "resnet18", "resnet50", "wrn10_2"]
+
+
+def build_small(config_id: str) -> nn.Module:
+    name, options = SMALL[config_id]
+    return build_model(name, num_classes=NUM_CLASSES, image_size=16, **options)
+
+
+def run(model, inputs, targets, chunks, normalized, execution):
+    model.zero_grad(set_to_none=True)
+    loss, stats = gradient_collision_loss(model, inputs, targets, chunks=chunks, normalized=normalized,
+                                          return_stats=True, execution=execution)
+    loss.backward()
+    return loss.detach(), [p.grad for p in model.parameters()], stats
+
+
+# NGC shares the chunked layers with GC; resnet50 (the slowest) runs GC only.
+CASES = [(c, n) for c in BATCHED for n in (False, True) if not (c == "resnet50" and n)]
+
+
+@pytest.mark.parametrize("config_id, normalized", CASES, ids=[f"{c}-{'ngc' if n else 'gc'}" for c, n in CASES])
+def test_batched_equals_per_chunk_on_every_convolutional_architecture(config_id, normalized):
+    torch.manual_seed(0)
+    model = build_small(config_id).double().train()
+    per_chunk = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(6, 3, 16, 16, generator=generator, dtype=torch.float64)
+    targets = torch.randint(NUM_CLASSES, (6,), generator=generator)
+
+    loss, grads, stats = run(model, inputs, targets, 3, normalized, "batched")
+    want_loss, want_grads, want_stats = run(per_chunk, inputs, targets, 3, normalized, "per_chunk")
+
+    torch.testing.assert_close(loss, want_loss, **TIGHT)
+    for (name, _), got, want in zip(model.named_parameters(), grads, want_grads):
+        # Deep models' GC gradients reach 1e6; float64 round-off is relative to a tensor's scale.
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * max(1.0, want.abs().max().item()), msg=name)
+    assert sum(g.abs().sum() for g in grads) > 0
+    torch.testing.assert_close(stats.total_sq_norm, want_stats.total_sq_norm, **TIGHT)
+    for (name, got), want in zip(model.named_buffers(), per_chunk.buffers()):
+        torch.testing.assert_close(got, want, **TIGHT, msg=name)
+
+
+def test_auto_batches_convolutional_float_models_only():
+    x = torch.randn(4, 3, 16, 16)
+    torch.manual_seed(0)
+    for config_id in BATCHED:
+        assert supports_chunked_forward(build_small(config_id), x), config_id
+    assert not supports_chunked_forward(build_small("vit"), x)  # LayerNorm and attention weights
+    assert not supports_chunked_forward(build_small("cnn").to(torch.bfloat16), x.to(torch.bfloat16))
+    assert not supports_chunked_forward(nn.SyncBatchNorm.convert_sync_batchnorm(build_small("cnn")), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not supports_chunked_forward(build_small("cnn"), x)
+    # frozen layers of any kind do not matter: only trainable parameters need chunk views
+    frozen_vit_body = build_small("vit")
+    for p in frozen_vit_body.parameters():
+        p.requires_grad_(False)
+    frozen_vit_body.head.requires_grad_(True)
+    assert type(frozen_vit_body.head) is nn.Linear and supports_chunked_forward(frozen_vit_body, x)
+
+
+def test_auto_falls_back_to_per_chunk_for_a_bf16_model():
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=NUM_CLASSES, image_size=16, width=4).to(torch.bfloat16).train()
+    inputs = torch.randn(4, 3, 16, 16, dtype=torch.bfloat16)
+    targets = torch.arange(4) % NUM_CLASSES
+    with pytest.raises(ValueError, match="float32/float64"):
+        gradient_collision_loss(model, inputs, targets, chunks=2, execution="batched")
+    gradient_collision_loss(model, inputs, targets, chunks=2).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
