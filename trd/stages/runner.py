@@ -11,9 +11,11 @@ import traceback
 from pathlib import Path
 
 import submitit
+import torch
 
 from trd.engine.atomic import read_json
 from trd.engine.distributed import barrier, detect_env, init_distributed, shutdown_distributed
+from trd.engine.host_memory import keep_freed_host_memory
 from trd.losses.finite import NonFiniteError
 from trd.metrics import DIVERGED, DONE, FAILED, RUNNING, read_metrics, write_metrics
 from trd.stages.base import SPEC_FILE, StageContext, get_stage
@@ -35,6 +37,9 @@ def run_stage(stage_dir: str | Path) -> dict:
     if done.get("status") == DONE:
         return done
     env = detect_env()
+    if not torch.cuda.is_available():
+        # On CPU every step's tensors live in host memory: keep it, as CUDA's caching allocator would.
+        keep_freed_host_memory()
     init_distributed(env)
     ctx = StageContext(
         kind=spec["kind"], name=spec["name"], config=spec["config"], dir=stage_dir,
