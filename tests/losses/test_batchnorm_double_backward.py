@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from trd.losses.batchnorm_double_backward import _BatchNormTrainBackward
+from trd.losses.chunked_batch_norm import _ChunkedBatchNormTrainBackward
 from trd.losses.double_backward_mode import fast_double_backward
 
 
@@ -34,16 +34,19 @@ def test_double_backward_equals_native(shape, affine):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_hand_derived_backward_passes_gradcheck():
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_hand_derived_backward_passes_gradcheck(chunks):
     generator = torch.Generator().manual_seed(0)
     dy = torch.randn(4, 3, 2, 2, generator=generator, dtype=torch.float64, requires_grad=True)
     x = torch.randn(4, 3, 2, 2, generator=generator, dtype=torch.float64, requires_grad=True)
     weight = torch.rand(3, generator=generator, dtype=torch.float64).add(0.5).requires_grad_()
 
     def first_backward(dy, x, weight):
-        # mean/invstd recomputed from x, so the numerical derivative sees their dependence on x.
-        _, mean, invstd = torch.native_batch_norm(x.detach(), None, None, None, None, True, 0.0, 1e-5)
-        return _BatchNormTrainBackward.apply(dy, x, weight, mean, invstd, 1e-5)
+        # Each chunk's mean/invstd recomputed from x, so the numerical derivative sees their dependence on x.
+        stats = [torch.native_batch_norm(x_m.detach(), None, None, None, None, True, 0.0, 1e-5)[1:]
+                 for x_m in x.chunk(chunks)]
+        mean, invstd = (torch.stack(s) for s in zip(*stats))
+        return _ChunkedBatchNormTrainBackward.apply(dy, x, weight, mean, invstd, 1e-5, chunks)
 
     assert torch.autograd.gradcheck(first_backward, (dy, x, weight))
 

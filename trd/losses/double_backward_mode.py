@@ -2,7 +2,7 @@
 
 Inside :func:`fast_double_backward`, a ``TorchFunctionMode`` sends
 
-* train-mode ``F.batch_norm`` to :func:`trd.losses.batchnorm_double_backward.batch_norm_train`,
+* train-mode ``F.batch_norm`` to :func:`trd.losses.chunked_batch_norm.chunked_batch_norm_train` (one chunk),
 * batched ``F.conv1d/2d/3d`` with numeric padding to
   :func:`trd.losses.conv_double_backward.convolution`,
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from trd.losses.batchnorm_double_backward import batch_norm_train
+from trd.losses.chunked_batch_norm import chunked_batch_norm_train
 from trd.losses.conv_double_backward import convolution
 
 _CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
@@ -55,7 +55,7 @@ class _FastDoubleBackwardMode(TorchFunctionMode):
             )
             if training:
                 F._verify_batch_size(input.size())
-                return batch_norm_train(input, weight, bias, running_mean, running_var, momentum, eps)
+                return chunked_batch_norm_train(input, weight, bias, [], [], running_mean, running_var, momentum, eps, 1)
         elif func in _CONVOLUTIONS:
             input, weight, bias, stride, padding, dilation, groups = _conv_arguments(*args, **kwargs)
             # String padding ("same") and unbatched inputs keep the native path.
