@@ -12,23 +12,10 @@ from trd.losses import gradient_collision_loss
 from trd.losses.chunked_forward import supports_chunked_forward
 from trd.models import build_model
 
+from model_zoo import NUM_CLASSES, build_small
+
 TIGHT = dict(rtol=1e-9, atol=1e-12)
-NUM_CLASSES = 5
-# Every convolutional block type: bottlenecks (resnet50), a projection shortcut in each WRN group.
-SMALL = {
-    "cnn": ("cnn", {"width": 4}),
-    "cnn_no_bn": ("cnn", {"width": 4, "batchnorm": False}),
-    "resnet18": ("resnet18", {}),
-    "resnet50": ("resnet50", {}),
-    "wrn10_2": ("wrn10_2", {"dropout": 0.0}),
-    "vit": ("vit", {"depth": 1, "width": 16, "heads": 2, "patch": 4}),
-}
 BATCHED = ["cnn", "cnn_no_bn", "resnet18", "resnet50", "wrn10_2"]
-
-
-def build_small(config_id: str) -> nn.Module:
-    name, options = SMALL[config_id]
-    return build_model(name, num_classes=NUM_CLASSES, image_size=16, **options)
 
 
 def run(model, inputs, targets, chunks, normalized, execution):
