@@ -1,7 +1,8 @@
-"""One disposal step (GC + SRC-KD) through a DeepSpeed engine and through plain PyTorch, per ZeRO stage.
+"""One disposal step (GC + SRC-KD) through a DeepSpeed engine and through plain PyTorch, per ZeRO stage and
+per GC execution: the CNN is batched (all chunks in one forward), the ViT goes chunk by chunk.
 
-Run as `python deepspeed_step.py <out.pt>` (one process) or under torch.multiprocessing with RANK/WORLD_SIZE
-set; each rank gets its half of the batch and one GC chunk, so c = 2 either way.
+Run as `python deepspeed_step.py <world> <out.pt>`; each rank gets its part of the batch and 2 // world GC
+chunks, so c = 2 either way.
 """
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ LR = 0.1
 CFG = {"method": "gc", "retain": "src-kd", "lam": 0.5, "temperature": 2.0, "chunks": 2}
 
 
-def _module() -> WithSourceHead:
+ARCHITECTURES = {"cnn": {"width": 4}, "vit": {"depth": 1, "width": 8, "heads": 2, "patch": 4}}
+
+
+def _module(arch: str) -> WithSourceHead:
     torch.manual_seed(0)
-    model = build_model("cnn", num_classes=3, image_size=8, width=4)
+    model = build_model(arch, num_classes=3, image_size=8, **ARCHITECTURES[arch])
     return WithSourceHead(model, torch.nn.Linear(model.feature_dim, 5))
 
 
@@ -32,9 +36,9 @@ def _batch():
     return torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 5, (8,), generator=g)
 
 
-def plain_step(world: int) -> dict[str, torch.Tensor]:
+def plain_step(world: int, arch: str) -> dict[str, torch.Tensor]:
     """The reference: each rank's half forwarded on its own (as on a rank), KD averaged over the halves."""
-    module = _module()
+    module = _module(arch)
     teacher = frozen_teacher(module)
     x, y = _batch()
     step = DisposalStep({**CFG, "chunks": 2}, teacher, None, seed=0)
@@ -53,11 +57,11 @@ def plain_step(world: int) -> dict[str, torch.Tensor]:
         return {n: p - LR * p.grad for n, p in module.named_parameters()}
 
 
-def deepspeed_step(zero_stage: int) -> dict[str, torch.Tensor]:
+def deepspeed_step(zero_stage: int, arch: str) -> dict[str, torch.Tensor]:
     import deepspeed
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    module = _module()
+    module = _module(arch)
     teacher = frozen_teacher(copy.deepcopy(module))
     x, y = _batch()
     x, y = x.chunk(world)[rank], y.chunk(world)[rank]
@@ -77,7 +81,7 @@ def run(out: str) -> None:
     from trd.engine.distributed import detect_env, init_distributed, shutdown_distributed
 
     init_distributed(detect_env())
-    results = {stage: deepspeed_step(stage) for stage in (0, 1, 2)}
+    results = {(arch, stage): deepspeed_step(stage, arch) for arch in ARCHITECTURES for stage in (0, 1, 2)}
     if int(os.environ["RANK"]) == 0:
         torch.save(results, out)
     shutdown_distributed()

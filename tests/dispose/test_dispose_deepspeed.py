@@ -1,5 +1,6 @@
 """A disposal step (GC + SRC-KD) under DeepSpeed ZeRO 0, 1 and 2, on 1 and 2 gloo ranks, equals the same
-step in plain PyTorch: the engine's gradient hooks and reduction leave the gradient-collision gradient intact."""
+step in plain PyTorch: the engine's gradient hooks and reduction leave the gradient-collision gradient intact,
+in both GC executions (batched for the CNN, per chunk for the ViT)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from trd.losses.chunked_forward import supports_chunked_forward
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from deepspeed_step import plain_step  # noqa: E402
+from deepspeed_step import ARCHITECTURES, _module, plain_step  # noqa: E402
 
 
 @pytest.mark.parametrize("world", [1, 2])
@@ -20,13 +23,20 @@ def test_deepspeed_zero_stages_match_plain_pytorch(world, tmp_path):
     proc = subprocess.run([sys.executable, str(HERE / "deepspeed_step.py"), str(world), str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    expected = plain_step(world)
     results = torch.load(out, weights_only=True)
-    for stage, params in results.items():
-        assert params.keys() == expected.keys()
-        for name, value in params.items():
-            torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6,
-                                       msg=f"ZeRO-{stage}, {world} rank(s): {name}")
-    # the step moved the parameters: the comparison is not of untouched weights
-    start = {n: p for n, p in __import__("deepspeed_step")._module().named_parameters()}
-    assert any(not torch.allclose(expected[n], start[n]) for n in expected)
+    assert {arch for arch, _ in results} == set(ARCHITECTURES)
+    images = torch.zeros(2, 3, 8, 8)
+    assert supports_chunked_forward(_module("cnn").source, images)  # batched
+    assert not supports_chunked_forward(_module("vit").source, images)  # chunk by chunk
+    for arch in ARCHITECTURES:
+        expected = plain_step(world, arch)
+        for (result_arch, stage), params in results.items():
+            if result_arch != arch:
+                continue
+            assert params.keys() == expected.keys()
+            for name, value in params.items():
+                torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6,
+                                           msg=f"{arch}, ZeRO-{stage}, {world} rank(s): {name}")
+        # the step moved the parameters: the comparison is not of untouched weights
+        start = dict(_module(arch).named_parameters())
+        assert any(not torch.allclose(expected[n], start[n]) for n in expected)
