@@ -200,12 +200,14 @@ def test_two_task_job_runs_two_deepspeed_ranks_on_disjoint_shards(two_rank_run):
 @pytest.mark.slurm
 def test_stage_past_its_time_limit_is_requeued_max_num_timeout_times_then_fails(slurm_cluster, data_root, tmp_path,
                                                                                 slurm_jobs):
-    # slurmctld checks time limits every 30 s: with a 1 min limit and a 58 s signal delay, each run gets USR2 at
-    # the first check after 2 s, and submitit counts any signal under a 10 min limit as a time-out. 500 epochs
-    # (about 15 min on an idle 2-core box) never fit into two such runs.
+    # slurmctld checks time limits every 30 s: with a 1 min limit and a 45 s signal delay, each run gets USR2 at
+    # the first check after 15 s of running, and submitit counts any signal under a 10 min limit as a time-out.
+    # The 15 s are for the job to import torch and install submitit's handler: a USR2 before that kills the
+    # job outright (seen under load with a 2 s delay). 500 epochs (about 15 min on an idle 2-core box) never
+    # fit into two such runs.
     overrides = ["+exp=demo", "stages=[pretrain]", "pretrain.epochs=500", "pretrain.checkpoint_every=4",
                  "+data.source.fraction=0.25", *slurm_launcher(slurm_cluster), "launcher.timeout_min=1",
-                 "launcher.signal_delay_s=58", "launcher.max_num_timeout=1", f"out_root={tmp_path}"]
+                 "launcher.signal_delay_s=45", "launcher.max_num_timeout=1", f"out_root={tmp_path}"]
     try:
         submit(*overrides, cluster=slurm_cluster, data_root=data_root)
     finally:
