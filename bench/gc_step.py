@@ -3,15 +3,22 @@
 For ResNet-18 (CIFAR variant, 32 px) and one batch, times forward + backward of:
 
 * ``ce``     plain cross-entropy on the whole batch (the unit of every ratio);
-* ``gc``     ``trd.losses.gradient_collision_loss`` with c chunks;
+* ``gc``     ``trd.losses.gradient_collision_loss`` with c chunks (its default execution: one batched
+             forward of all chunks for ResNet-18);
+* ``gc-per-chunk``  the same loss with ``execution="per_chunk"`` (each chunk forwarded on its own);
 * ``naive``  the straightforward autograd version: per-chunk gradients with create_graph=True,
              flattened with torch.cat, explicit dot product of every pair, backward;
 * ``dtl``    the full disposal step: (1 - lam) SRC-KD + lam GC, the KD teacher a frozen copy
              forwarded on the same source batch.
 
-All timings of a table come from one process: every repetition runs every configuration once,
-in turn, so load from other work on the machine hits all of them alike; the table reports
-medians and ratios of medians.  Peak memory of each configuration is measured in a fresh
+All timings of a table come from one process: every repetition runs every configuration in
+turn, so load from other work on the machine hits all of them alike; the table reports medians
+and ratios of medians.  Each configuration's timed step follows an untimed step of the same
+configuration (``--warmup-steps``), so it is timed in the steady state of a training loop, not
+in the allocator state the previous configuration left.  Host memory is kept in the process
+(:func:`trd.engine.host_memory.keep_freed_host_memory`, as trd's CPU stage processes do);
+``--host-memory release`` times glibc's default instead, whose page faults on every large tensor
+dominate CPU timings.  Peak memory of each configuration is measured in a fresh
 subprocess running a single step: on CPU the peak resident set during the step (VmHWM, reset
 through /proc/self/clear_refs just before it) minus the resident set before it, on CUDA
 ``torch.cuda.max_memory_allocated`` over the allocation before the step.
@@ -19,6 +26,7 @@ through /proc/self/clear_refs just before it) minus the resident set before it, 
     python bench/gc_step.py                        # batch 128, c = 2 4 8 16, 3 repetitions
     python bench/gc_step.py --quick                # a smoke run: batch 16, c = 2 4, 1 repetition
     python bench/gc_step.py --threads 1 --clock cpu  # CPU-time ratios, robust on a shared machine
+    python bench/gc_step.py --host-memory release  # glibc's default malloc (page faults every step)
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trd.engine.host_memory import keep_freed_host_memory
 from trd.losses import distillation_loss, dtl_objective, frozen_teacher, gradient_collision_loss
 
 CLASSES = 10
@@ -91,6 +100,8 @@ class Step:
             loss = F.cross_entropy(model(x), y)
         elif self.kind == "gc":
             loss = gradient_collision_loss(model, x, y, chunks=self.chunks)
+        elif self.kind == "gc-per-chunk":
+            loss = gradient_collision_loss(model, x, y, chunks=self.chunks, execution="per_chunk")
         elif self.kind == "naive":
             loss = naive_collision_loss(model, x, y, self.chunks)
         else:
@@ -120,7 +131,7 @@ def synchronize(device: str) -> None:
 
 def configurations(args) -> list[tuple[str, int]]:
     configs = [("ce", 1)]
-    for kind in ("gc", "naive", "dtl"):
+    for kind in args.kinds:
         configs += [(kind, c) for c in args.chunks]
     return configs
 
@@ -137,12 +148,11 @@ def time_all(args) -> tuple[dict[str, list[float]], str]:
     targets = torch.randint(CLASSES, (args.batch,), generator=generator).to(device)
     steps = [Step(kind, c, model, teacher, inputs, targets) for kind, c in configurations(args)]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    for step in steps:  # warm-up: allocator, kernel selection
-        step()
-    synchronize(args.device)
     times: dict[str, list[float]] = {step.name: [] for step in steps}
     for rep in range(args.reps):
         for step in steps:
+            for _ in range(args.warmup_steps):
+                step()
             synchronize(args.device)
             start = clock()
             step()
@@ -189,6 +199,8 @@ def memory_all(args) -> dict[str, float]:
         command = [
             sys.executable, __file__, "--memory-of", f"{kind}:{chunks}", "--batch", str(args.batch),
             "--device", args.device, "--model", args.model, "--threads", str(args.threads),
+            # Always glibc's default here: a kept heap would hide how much of it the step really uses.
+            "--host-memory", "release",
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         name = kind if kind == "ce" else f"{kind} c={chunks}"
@@ -223,6 +235,12 @@ def main() -> None:
         help="wall: elapsed time; cpu: this process's CPU time, which other work on a shared machine "
         "disturbs far less (use with --threads 1, where CPU time is compute time)",
     )
+    parser.add_argument("--kinds", nargs="+", default=["gc", "gc-per-chunk", "naive", "dtl"],
+                        choices=["gc", "gc-per-chunk", "naive", "dtl"], help="rows besides ce")
+    parser.add_argument("--warmup-steps", type=int, default=1,
+                        help="untimed steps of a configuration before each of its timed steps")
+    parser.add_argument("--host-memory", choices=["keep", "release"], default="keep",
+                        help="keep: freed host memory stays in the process (trd's CPU stages); release: glibc's default")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration memory subprocesses")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 16, c = 2 4, 1 repetition")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
@@ -230,6 +248,8 @@ def main() -> None:
     if args.clock == "cpu" and args.device != "cpu":
         parser.error("--clock cpu measures host CPU time; use the wall clock on an accelerator")
     torch.set_num_threads(args.threads)
+    if args.host_memory == "keep" and not keep_freed_host_memory():
+        print("this C library does not take glibc's mallopt settings: timing its default allocator", file=sys.stderr)
     if args.quick:
         args.batch, args.chunks, args.reps = 16, [2, 4], 1
 
@@ -242,7 +262,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU"
     header = (
         f"{datetime.date.today()}, torch {torch.__version__}, {device}, {args.threads} threads, "
-        f"{model_name}, batch {args.batch}, {args.reps} repetitions (medians), {args.clock} clock\n"
+        f"{model_name}, batch {args.batch}, {args.reps} repetitions (medians), {args.clock} clock, "
+        f"host memory {args.host_memory}, {args.warmup_steps} untimed step(s) before each timed one\n"
     )
     # Timings first: the memory subprocesses can take long (or be killed) on a busy machine.
     print(header + "\n" + table(times, None) + "\n", flush=True)
