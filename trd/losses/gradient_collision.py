@@ -257,9 +257,13 @@ def _batched(execution: str, model: nn.Module, inputs: Tensor) -> bool:
 class _ChunkGraphs:
     """The chunk gradients g_m and, until the backward, the graphs that differentiate them."""
 
+    # Per local chunk, one gradient per parameter (carrying its graph when differentiable); the backward
+    # drops them as it goes.
+    chunk_grads: list[list[Tensor] | None]
+
     def values(self) -> list[list[Tensor]]:
         """Detached g_m, one list of per-parameter tensors per local chunk."""
-        raise NotImplementedError
+        return [[g.detach() for g in grads] for grads in self.chunk_grads]
 
     def hessian_vector_sum(self, geometry: _Geometry, params: list[Tensor]) -> list[Tensor | None]:
         """sum_m H_m v_m per parameter (None where nothing reached it); frees the graphs."""
@@ -271,7 +275,7 @@ class _PerChunkGraphs(_ChunkGraphs):
 
     def __init__(self, model, params, inputs, targets, chunks: int, criterion: Criterion, differentiable: bool):
         size = inputs.shape[0] // chunks
-        self.chunk_grads: list[list[Tensor] | None] = []
+        self.chunk_grads = []
         with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
             for x, y in zip(inputs.split(size), targets.split(size)):
                 with fast_double_backward():
@@ -281,9 +285,6 @@ class _PerChunkGraphs(_ChunkGraphs):
                     loss, params, create_graph=differentiable, allow_unused=True, materialize_grads=True
                 )
                 self.chunk_grads.append(list(grads))
-
-    def values(self) -> list[list[Tensor]]:
-        return [[g.detach() for g in grads] for grads in self.chunk_grads]
 
     def hessian_vector_sum(self, geometry, params):
         result: list[Tensor | None] = [None] * len(params)
@@ -320,16 +321,13 @@ class _BatchedChunkGraphs(_ChunkGraphs):
             with chunk_gradient_pass():
                 grads = torch.autograd.grad(loss, views, create_graph=differentiable, allow_unused=True) if views else ()
         # A parameter the forward never reached gets zeros, as in the per-chunk execution.
-        self.chunk_grads: list[list[Tensor]] = []
+        self.chunk_grads = []
         by_view = iter(grads)
         for _ in range(chunks):
             grads_m: list[Tensor | None] = [None] * len(params)
             for i in used:
                 grads_m[i] = next(by_view)
             self.chunk_grads.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads_m, params)])
-
-    def values(self) -> list[list[Tensor]]:
-        return [[g.detach() for g in grads] for grads in self.chunk_grads]
 
     def hessian_vector_sum(self, geometry, params):
         chunk_grads, self.chunk_grads = self.chunk_grads, []
