@@ -4,8 +4,8 @@ PyTorch's CPU tensors come from glibc's malloc, which serves blocks of 32 MiB an
 activation at batch 128) with a fresh ``mmap`` and returns them on free, and trims its heap whenever
 the top holds more than a few MiB free.  A training step frees and reallocates the same sizes every
 step, so on CPU every large tensor costs page faults afresh: measured on a 2-core VM, a ResNet-18
-cross-entropy step at batch 128 took 3.1 s with ~490k minor faults per step and 2.3-2.6 s with the
-heap kept (bench/README.md).  :func:`keep_freed_host_memory` turns both off for the process, so
+cross-entropy step at batch 128 took 3.34 s with 453k minor faults per step and 2.40 s with 2.7k
+with the heap kept (bench/host_memory_probe.py; bench/README.md, "Host memory on CPU").  :func:`keep_freed_host_memory` turns both off for the process, so
 that after the first few steps the heap has grown to what a step needs and serves every later
 step without a fault; the process's resident memory then stays at that size, as a GPU job's
 reserved memory does.
