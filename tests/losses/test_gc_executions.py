@@ -10,7 +10,6 @@ from torch import nn
 
 from trd.losses import gradient_collision_loss
 from trd.losses.chunked_forward import supports_chunked_forward
-from trd.models import build_model
 
 from model_zoo import NUM_CLASSES, build_small
 
@@ -72,7 +71,7 @@ def test_auto_batches_convolutional_float_models_only():
 
 def test_auto_falls_back_to_per_chunk_for_a_bf16_model():
     torch.manual_seed(0)
-    model = build_model("cnn", num_classes=NUM_CLASSES, image_size=16, width=4).to(torch.bfloat16).train()
+    model = build_small("cnn", width=4).to(torch.bfloat16).train()
     inputs = torch.randn(4, 3, 16, 16, dtype=torch.bfloat16)
     targets = torch.arange(4) % NUM_CLASSES
     with pytest.raises(ValueError, match="float32/float64"):
