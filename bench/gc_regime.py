@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from trd.data import EMBEDDED, build_loader
 from trd.data.augment import random_crop_flip
 from trd.engine.optim import build_optimizer, build_scheduler
-from trd.losses import distillation_loss, frozen_teacher
+from trd.losses import frozen_teacher
+from trd.losses.disposal_step import DisposalStep, class_disjoint_order
 from trd.models.cnn import SmallCNN
 from trd.models.source_view import WithSourceHead
-from trd.stages.dispose import DisposalStep, class_disjoint_order
 
 # The demo experiment's recipe (configs/exp/demo.yaml + configs/optim/sgd.yaml), so the models
 # disposed here are the ones the demo's dispose stage would get.

@@ -49,7 +49,7 @@ requeue() {
 trap requeue USR2
 
 # In the background, so that the trap runs as soon as the signal comes, not after srun returns.
-srun --kill-on-bad-exit=1 "$PYTHON" -m trd.stages.runner "$STAGE_DIR" &
+srun --kill-on-bad-exit=1 "$PYTHON" -m trd.runner "$STAGE_DIR" &
 step=$!
 while true; do
     wait "$step"

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import submitit
 
-from trd.engine.atomic import atomic_write_json, read_json
-from trd.metrics import DONE, read_metrics
-from trd.plan import ConfigError, Plan, StageSpec, take
-from trd.stages.runner import StageJob
-from trd.status import SLURM_FINAL, slurm_job
-
-LAUNCHER_KEYS = ("name", "wait", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb",
-                 "timeout_min", "max_num_timeout", "max_parallel", "partition", "account", "qos",
-                 "array_parallelism", "setup", "additional", "poll_s", "signal_delay_s")
+from trd import contract
+from trd.atomic import atomic_write_json, read_json
+from trd.config import ConfigError, parse, plain
+from trd.config.nodes import LauncherConfig
+from trd.metrics import read_metrics
+from trd.plan import Plan, StageSpec
+from trd.runner import StageJob
+from trd.slurm import FINAL_STATES, job_state
 
 
 class LauncherError(RuntimeError):
@@ -68,7 +67,7 @@ def _executor(launcher: Mapping, folder: Path):
 
 
 def _record_job(spec: StageSpec, job, launcher_name: str) -> None:
-    atomic_write_json(spec.dir / "job.json", {"job_id": job.job_id, "launcher": launcher_name,
+    atomic_write_json(spec.dir / contract.JOB_FILE, {"job_id": job.job_id, "launcher": launcher_name,
                                               "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
                                               "submitted": time.time()})
 
@@ -114,26 +113,21 @@ def _slurm_arrays(group: list[StageSpec],
     return [(part, "afterok:" + ":".join(dep) if dep else None) for dep, part in parts.items()]
 
 
-def slurm_state(job_id: str) -> str | None:
-    """slurmctld's state of a job or array task; None once it has forgotten the job (MinJobAge)."""
-    return slurm_job(job_id).get("JobState")
-
-
 def _job_finished(launcher_name: str, job) -> bool:
     if launcher_name == "local":
         return job.done()
-    state = slurm_state(job.job_id)
-    return state is None or state in SLURM_FINAL
+    state = job_state(job.job_id)
+    return state is None or state in FINAL_STATES
 
 
 def _active_slurm_job(spec: StageSpec) -> str | None:
     """The job of an earlier submission that is still queued or running this stage, if any."""
-    job = read_json(spec.dir / "job.json", default={})
+    job = read_json(spec.dir / contract.JOB_FILE, default={})
     job_id = job.get("job_id")
     if job_id is None or job.get("launcher", "slurm") != "slurm":  # a local job's id is a process id
         return None
-    state = slurm_state(job_id)
-    return job_id if state is not None and state not in SLURM_FINAL else None
+    state = job_state(job_id)
+    return job_id if state is not None and state not in FINAL_STATES else None
 
 
 def _wait(jobs: dict[str, object], launcher_name: str, poll_s: float) -> None:
@@ -149,7 +143,7 @@ def _wait(jobs: dict[str, object], launcher_name: str, poll_s: float) -> None:
 def _classify(plan: Plan, names: list[str], result: Dispatch) -> None:
     """Finished jobs whose stage is not done failed, unless an input failed first (then they never ran)."""
     for name in names:  # plan order, so inputs are classified before their dependents
-        if read_metrics(plan[name].dir).get("status") == DONE:
+        if read_metrics(plan[name].dir).get("status") == contract.DONE:
             continue
         if any(d in result.failed or d in result.not_run for d in plan[name].inputs.values()):
             result.not_run.append(name)
@@ -160,7 +154,7 @@ def _classify(plan: Plan, names: list[str], result: Dispatch) -> None:
 def _todo(wave: list[StageSpec], plan: Plan, result: Dispatch) -> list[StageSpec]:
     todo = []
     for spec in wave:
-        if read_metrics(spec.dir).get("status") == DONE:
+        if read_metrics(spec.dir).get("status") == contract.DONE:
             result.skipped.append(spec.name)
         elif any(d in result.failed or d in result.not_run for d in spec.inputs.values()):
             result.not_run.append(spec.name)
@@ -214,12 +208,11 @@ def _submit_slurm(plan: Plan, ex, launcher: Mapping, result: Dispatch) -> dict[s
 
 def dispatch(plan: Plan, exp_dir: Path, launcher: Mapping, wait: bool | None = None) -> Dispatch:
     exp_dir = Path(exp_dir)
-    launcher = take(launcher, LAUNCHER_KEYS, "launcher")
-    launcher.setdefault("poll_s", 2.0)
+    launcher = plain(parse(launcher, LauncherConfig, "launcher"))
     wait = (launcher["name"] == "local") if wait is None else bool(wait)
     if launcher["name"] == "local" and not wait:
         raise ConfigError("launcher=local always waits for its jobs: drop launcher.wait=false")
-    ex = _executor(launcher, exp_dir / "jobs" / "%j")
+    ex = _executor(launcher, exp_dir / contract.JOBS_DIR / "%j")
     result = Dispatch()
     if launcher["name"] == "local":
         submitted = _run_local(plan, ex, launcher, result)
@@ -229,6 +222,6 @@ def dispatch(plan: Plan, exp_dir: Path, launcher: Mapping, wait: bool | None = N
     if wait and launcher["name"] != "local":
         _wait(submitted, launcher["name"], float(launcher["poll_s"]))
         _classify(plan, [n for n in plan.stages if n in result.jobs], result)
-    atomic_write_json(exp_dir / "dispatch.json", {"jobs": result.jobs, "reused": result.skipped,
+    atomic_write_json(exp_dir / contract.DISPATCH_FILE, {"jobs": result.jobs, "reused": result.skipped,
                                                   "failed": result.failed, "not_run": result.not_run})
     return result

@@ -1,21 +1,15 @@
-"""metrics.json of a stage: the one file reports and the dispatcher read."""
+"""metrics.json of a stage: the one file reports and the dispatcher read (its keys: trd.contract)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from trd.engine.atomic import atomic_write_json, read_json
-
-FILE = "metrics.json"
-RUNNING, DONE, FAILED, DIVERGED = "running", "done", "failed", "diverged"
+from trd.atomic import atomic_write_json, read_json
+from trd.contract import METRICS_FILE
 
 
 def read_metrics(stage_dir: str | Path) -> dict:
-    return read_json(Path(stage_dir) / FILE, default={})
+    return read_json(Path(stage_dir) / METRICS_FILE, default={}) or {}
 
 
 def write_metrics(stage_dir: str | Path, metrics: dict) -> None:
-    atomic_write_json(Path(stage_dir) / FILE, metrics)
-
-
-def is_done(stage_dir: str | Path) -> bool:
-    return read_metrics(stage_dir).get("status") == DONE
+    atomic_write_json(Path(stage_dir) / METRICS_FILE, metrics)

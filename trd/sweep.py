@@ -23,34 +23,24 @@ def point_names(overrides: list[list[str]]) -> list[str]:
     return [",".join(o for o in point if o not in shared) for point in overrides]
 
 
-def merge_points(plans: list[Plan], names: list[str]) -> Plan:
-    """The first point's plan with every other point's stages added (shared stages once) and one report."""
-    from trd.stages.report import merge_reports
-
-    merged = plans[0]
-    for plan, name in zip(plans[1:], names[1:]):
-        merged.merge(plan, name)
-    merge_reports(merged)
-    return merged
-
-
 class DispatchSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from trd.config import ConfigError
         from trd.data.errors import DataError
         from trd.dispatch import LauncherError
-        from trd.experiment import experiment_dir, launch
-        from trd.plan import ConfigError
+        from trd.experiment import experiment_dir, launch, resolve
+        from trd.plan import merge_points
 
         if not _points:
             return
         names = point_names([overrides for _, _, overrides in _points])
         first_cfg = _points[0][0]
-        merged = merge_points([plan for _, plan, _ in _points], names)
         configs = "\n".join(f"# {name or '(defaults)'}\n{OmegaConf.to_yaml(cfg, resolve=True)}"
                             for (cfg, _, _), name in zip(_points, names))
-        _points.clear()
         # Hydra turns a callback's exceptions into warnings; a failed submission must fail the command.
         try:
+            merged = merge_points(resolve(first_cfg), [plan for _, plan, _ in _points], names)
+            _points.clear()
             result = launch(merged, experiment_dir(first_cfg), first_cfg.launcher, configs)
         except (ConfigError, DataError, LauncherError) as err:
             print(f"trd: error: {err}", file=sys.stderr)

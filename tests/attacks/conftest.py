@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from mia_helpers import TinyNet, batches_of, gaussian_classes, memorise
+
 from trd.attacks import collect_outputs
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from mia_helpers import NUM_CLASSES, TinyNet, batches_of, gaussian_classes
 from torch import nn
 
-from mia_helpers import NUM_CLASSES, TinyNet, batches_of, gaussian_classes
 from trd.attacks.features import SampleOutputs, collect_outputs
 
 

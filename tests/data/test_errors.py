@@ -5,10 +5,9 @@ import os
 import numpy as np
 import pytest
 import webdataset as wds
+from shard_ids import epoch_ids, id_image, id_role
 
 from trd.data import DataError, build_loader, ensure_role_shards
-
-from shard_ids import epoch_ids, id_image, id_role
 
 
 def raises_one_line(match, call, *args, **kwargs) -> str:
@@ -128,10 +127,10 @@ def test_undecodable_image_found_while_streaming(tmp_path, num_workers):
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"num_classes": None}, "missing 'num_classes'"),
-        ({"fraction": 1.5}, r"fraction=1.5 must be in \(0, 1\]"),
-        ({"fraction": 0}, "fraction=0.0"),
-        ({"mean": [0.5, 0.5]}, "'mean' has 2 values"),
+        ({"num_classes": None}, "num_classes is missing"),
+        ({"fraction": 1.5}, r"fraction=1.5 is out of range: it must be in \(0, 1\]"),
+        ({"fraction": 0}, r"fraction=0 is out of range"),
+        ({"mean": [0.5, 0.5]}, r"mean=\[0.5, 0.5\] has 2 values"),
         ({"embedded": "no_such_set"}, "unknown embedded dataset 'no_such_set'"),
     ],
 )

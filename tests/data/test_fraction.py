@@ -5,11 +5,10 @@ from collections import Counter
 
 import numpy as np
 import webdataset as wds
+from shard_ids import epoch_ids, id_image
 
 from trd.data import build_loader
 from trd.data.catalog import balanced_subset
-
-from shard_ids import epoch_ids, id_image
 
 # Class c has 10 * (c + 1) samples: deliberately imbalanced.
 LABELS = [c for c in range(5) for _ in range(10 * (c + 1))]

@@ -5,11 +5,10 @@ import json
 import os
 
 import pytest
+from shard_ids import id_role, write_id_shards
 
 import trd.data.index as index_module
 from trd.data import build_loader
-
-from shard_ids import id_role, write_id_shards
 
 
 def index_files(cache):
@@ -58,7 +57,6 @@ def test_default_cache_dir_is_under_home(monkeypatch):
 @pytest.mark.parametrize("compression", ["gz"])
 def test_compressed_shards_are_indexed_and_read(tmp_path, compression):
     import webdataset as wds
-
     from shard_ids import epoch_ids, id_image
 
     for split in ("train", "test"):

@@ -5,10 +5,9 @@ from collections import Counter
 
 import pytest
 import torch
+from shard_ids import epoch_ids, id_role
 
 from trd.data import build_loader
-
-from shard_ids import epoch_ids, id_role
 
 # Uneven shard sizes: under any shard assignment the two ranks hold different sample counts.
 UNEVEN = [30, 5, 17, 9, 22, 3, 11, 13]

@@ -33,7 +33,7 @@ def submit_in_background(*overrides: str, data_root: str) -> subprocess.Popen:
 def start_stage(stage: Path) -> subprocess.Popen:
     """A planned stage's runner as its own process, as a job would start it (outside any torchrun world)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return subprocess.Popen([sys.executable, "-m", "trd.stages.runner", str(stage)], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "trd.runner", str(stage)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cli import FAST, stage_dir, stage_metrics, submit
 
 pytestmark = pytest.mark.slow
@@ -27,7 +26,8 @@ def test_disposal_methods_run_and_are_evaluated(out_root, data_root):
     metrics = stage_metrics(tmp_path / "demo")
     for method in ("gc", "unif"):
         assert metrics[f"dispose/{method}"]["status"] == "done"
-        assert metrics[f"dispose/{method}"]["method"] == method and metrics[f"dispose/{method}"]["lam"] == 0.9
+        labels = metrics[f"dispose/{method}"]["model_labels"]
+        assert labels["method"] == method and labels["lam"] == 0.9
         assert set(metrics[f"evaluate/dispose/{method}"]["acc"]) == {"source", "target"}
         events = list((stage_dir(tmp_path / "demo", f"dispose/{method}") / "tensorboard").glob("events.*"))
         assert events

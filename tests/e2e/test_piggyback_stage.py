@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import REPO, finish_stage, start_stage, submit
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from cli import REPO, finish_stage, start_stage, submit
+from trd.attacks.piggyback import summarise
+from trd.config import ConfigError
 from trd.data import build_loader
 from trd.experiment import plan_experiment
 from trd.losses.finite import NonFiniteError
 from trd.models import build_model, save_model
-from trd.plan import ConfigError
-from trd.stages.piggyback import summarise
 
 pytestmark = pytest.mark.slow
 
@@ -87,8 +87,8 @@ def reference(tmp_path_factory, data_root, user_model) -> dict:
 
 def test_pl_metrics_name_the_attack_and_hold_every_curve(reference):
     m = reference
-    assert (m["status"], m["method"], m["piggyback"], m["scheme"], m["seed"]) == ("done", "user", "small", "finetune", 0)
-    assert m["fraction"] == 0.25 and m["released"] == "mine"
+    assert m["status"] == "done" and m["model_labels"] == {"method": "user"}
+    assert m["attack_labels"] == {"attacks": "mine", "task": "small", "scheme": "finetune", "seed": 0, "fraction": 0.25}
     assert [p["point"] for p in m["grid"]] == ["lr0.05", "lr0.01", "lr1e+06"]
     assert all(p["status"] == "done" and len(p["curve"]) == 3 for p in m["grid"][:2])
     assert m["train_samples"] == 150 and m["steps_per_epoch"] == 9
@@ -191,5 +191,5 @@ def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, data_root):
 
 def test_stronger_attacker_group_plans(tmp_path, data_root):
     plan = _plan(tmp_path, data_root, "attack=grid", "piggyback.scratch=true")
-    schemes = {s.labels["scheme"] for s in plan.of_kind("piggyback")}
+    schemes = {s.attack["scheme"] for s in plan.of_kind("piggyback")}
     assert schemes == {"finetune", "finetune_adam", "last2", "linear"}

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli import FAST, REPO, stage_metrics, submit
+
 from trd.report.cells import dig
 
 pytestmark = pytest.mark.slow
@@ -47,10 +47,13 @@ def test_every_released_model_and_scratch_is_attacked(demo):
     plan, metrics = _plan(exp), stage_metrics(exp)
     released = [n for n, s in plan.items() if s["kind"] in ("transfer", "dispose")]
     pl = {n: m for n, m in metrics.items() if plan[n]["kind"] == "piggyback"}
-    assert {(m["released"], m["scheme"]) for m in pl.values()} == {(r, "finetune") for r in released + ["scratch"]}
+    attacks = [m["attack_labels"] for m in pl.values()]
+    assert {(a["attacks"], a["scheme"]) for a in attacks} == {(r, "finetune") for r in released + ["scratch"]}
     for m in pl.values():
-        assert m["status"] == "done" and m["piggyback"] == "synth" and m["seed"] == 0 and m["fraction"] == 0.5
-        assert m["method"] == ("scratch" if m["released"] == "scratch" else metrics[m["released"]]["method"])
+        a = m["attack_labels"]
+        assert m["status"] == "done" and a["task"] == "synth" and a["seed"] == 0 and a["fraction"] == 0.5
+        assert m["model_labels"] == ({"method": "scratch"} if a["attacks"] == "scratch"
+                                     else metrics[a["attacks"]]["model_labels"])
         assert len(m["grid"]) == 1 and len(m["grid"][0]["curve"]) == 1  # grids: test_piggyback_stage.py
         assert m["acc_pl"]["best"] >= m["acc_pl"]["final"] == m["grid"][0]["curve"][-1]
 

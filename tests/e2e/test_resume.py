@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import REPO, finish_stage, start_stage, submit_in_background
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from cli import REPO, finish_stage, start_stage, submit_in_background
 from trd.experiment import plan_experiment
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from gc_reference import bn_cnn
+
 from trd.losses import gradient_collision_loss
 
 BATCH = 8

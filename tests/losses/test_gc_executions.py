@@ -6,12 +6,11 @@ import copy
 
 import pytest
 import torch
+from model_zoo import NUM_CLASSES, build_small
 from torch import nn
 
 from trd.losses import gradient_collision_loss
 from trd.losses.chunked_forward import supports_chunked_forward
-
-from model_zoo import NUM_CLASSES, build_small
 
 TIGHT = dict(rtol=1e-9, atol=1e-12)
 BATCHED = ["cnn", "cnn_no_bn", "resnet18", "resnet50", "wrn10_2"]

@@ -3,12 +3,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from gc_reference import TinyAttention, bn_cnn, mlp, naive_collision, wide_cnn
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gc_reference import TinyAttention, bn_cnn, mlp, naive_collision, wide_cnn
-from trd.losses.conv_double_backward import DeferredWeightGradients
 from trd.losses import dtl_objective, gradient_collision_loss
+from trd.losses.conv_double_backward import DeferredWeightGradients
 
 TIGHT = dict(rtol=1e-9, atol=1e-12)
 

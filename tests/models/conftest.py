@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from model_zoo import IMAGE_SIZE, SMALL_CONFIGS, build_small
 
 

@@ -110,12 +110,12 @@ def test_set_trainable_modes(small_model):
     assert trainable_ids(small_model) == {id(p) for p in small_model.head.parameters()}
     small_model.set_trainable("last_k", k=2)
     assert trainable_ids(small_model) == {id(p) for p in small_model.last_k_parameters(2)}
-    small_model.set_trainable("all")
+    small_model.set_trainable("full")
     assert trainable_ids(small_model) == {id(p) for p in small_model.parameters()}
 
 
 def test_set_trainable_errors(small_model):
-    with pytest.raises(ValueError, match="unknown trainable mode 'body'.*'all', 'last_k', 'linear'"):
+    with pytest.raises(ValueError, match="unknown trainable mode 'body'.*'full', 'last_k', 'linear'"):
         small_model.set_trainable("body")
     with pytest.raises(ValueError, match="needs k"):
         small_model.set_trainable("last_k")

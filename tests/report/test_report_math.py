@@ -44,12 +44,12 @@ def test_mean_std_is_the_sample_std():
     assert mean_std([0.5]) == (0.5, None)
 
 
-def _record(tmp: Path, name: str, kind: str, labels: dict, metrics: dict | None) -> Record:
+def _record(tmp: Path, name: str, kind: str, attack: dict, metrics: dict | None) -> Record:
     d = tmp / "stages" / name.replace("/", "_")
     d.mkdir(parents=True)
     if metrics is not None:
-        (d / "metrics.json").write_text(json.dumps({**labels, **metrics}))
-    return Record(name, kind, d, labels, {**labels, **metrics} if metrics else {})
+        (d / "metrics.json").write_text(json.dumps(metrics))
+    return Record(name, kind, d, {"method": "tl"}, attack, metrics or {})
 
 
 def test_a_failed_seed_fails_the_cell_instead_of_being_averaged_away(tmp_path):
@@ -66,13 +66,22 @@ def test_a_failed_seed_fails_the_cell_instead_of_being_averaged_away(tmp_path):
     assert aggregate([], "acc_pl.final").status == "n/a"
 
 
-def _stage(exp: Path, plan: dict, name: str, kind: str, labels: dict, metrics: dict | None, inputs=()) -> None:
+ATTACK_KEYS = ("evaluates", "attacks", "task", "scheme", "seed")
+
+
+def _stage(exp: Path, plan: dict, name: str, kind: str, labels: dict, metrics: dict | None, inputs=(),
+           lineage: str | None = None, sweep: str = "") -> None:
+    """A stage as plan.json lists it (its labels split into model and attack labels) with its metrics.json."""
     d = exp.parent / "stages" / name.replace("/", "_")
     d.mkdir(parents=True, exist_ok=True)
+    model = {k: v for k, v in labels.items() if k not in ATTACK_KEYS}
+    attack = {k: v for k, v in labels.items() if k in ATTACK_KEYS}
     if metrics is not None:
-        (d / "metrics.json").write_text(json.dumps({"kind": kind, "stage": name, **labels, **metrics}))
-    plan["stages"][name] = {"kind": kind, "hash": name, "dir": str(d), "labels": labels,
-                            "inputs": {i: i for i in inputs}}
+        (d / "metrics.json").write_text(json.dumps({"kind": kind, "stage": name, "model_labels": model,
+                                                    "attack_labels": attack, **metrics}))
+    plan["stages"][name] = {"kind": kind, "hash": name, "dir": str(d), "model_labels": model, "attack_labels": attack,
+                            "inputs": {i: i for i in inputs}, "reported": kind in ("evaluate", "piggyback", "mia"),
+                            "lineage": lineage or name, "sweep": sweep}
 
 
 def _pl(final, best, curve=None):
@@ -85,7 +94,7 @@ def experiment(tmp_path) -> Path:
     """TL, TGT, a GC model over a lam sweep and a scratch reference, two PL seeds, two schemes, a failed job."""
     exp = tmp_path / "out" / "exp"
     exp.mkdir(parents=True)
-    plan = {"stages": {}}
+    plan = {"format": 2, "settings": {"report": {"paper_scheme": "finetune", "reference": "tl"}}, "stages": {}}
     models = {"transfer": {"method": "tl"}, "tgt": {"method": "tgt"},
               "dispose/gc": {"method": "gc", "lam": 0.5}, "dispose/gc[lam=0.9]": {"method": "gc", "lam": 0.9}}
     acc = {"transfer": {"source": 0.6, "target": 0.7}, "tgt": {"target": 0.4},
@@ -102,17 +111,16 @@ def experiment(tmp_path) -> Path:
         ("scratch", "finetune"): [(0.20, 0.25), (0.22, 0.27)], ("scratch", "linear"): [(0.10, 0.12), (0.11, 0.13)],
     }
     for (model, scheme), seeds in pl.items():
-        labels = {**models.get(model, {"method": "scratch"}), "released": model, "piggyback": "synth",
-                  "scheme": scheme}
+        labels = {**models.get(model, {"method": "scratch"}), "attacks": model, "task": "synth", "scheme": scheme}
         for seed, result in enumerate(seeds):
             metrics = _pl(*result) if result else {"status": "failed", "error": "DataError: data.piggyback.synth: boom"}
             _stage(exp, plan, f"piggyback/{model}/synth/{scheme}/s{seed}", "piggyback", {**labels, "seed": seed},
-                   metrics)
+                   metrics, lineage=f"piggyback/{model}/{scheme}")
     _stage(exp, plan, "mia/transfer", "mia", {"method": "tl", "attacks": "transfer"},
            {"status": "done", "mia": {"loss": {"acc": 0.55, "auc": 0.58}, "classifier": {"acc": 0.52, "auc": 0.53}}})
     _stage(exp, plan, "mia/tgt", "mia", {"method": "tgt", "attacks": "tgt"},
            {"status": "done", "mia": None, "skipped": "no source head"})
-    _stage(exp, plan, "report", "report", {"paper_scheme": "finetune"}, None)
+    _stage(exp, plan, "report", "report", {}, None)
     (exp / "plan.json").write_text(json.dumps(plan))
     return exp
 
@@ -191,20 +199,23 @@ def test_report_cli_errors_on_a_directory_that_is_no_experiment(tmp_path, capsys
     assert err.startswith("trd: error: ") and "has no plan.json" in err and "\n" not in err
 
 
+def _seedless(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+
+
 def _swept_models(tmp_path, points: dict[str, tuple[dict, float]]) -> Path:
-    """Disposed models planned by a sweep (stage name suffix -> (their config, target accuracy)), each with
-    its evaluate stage, all with the same labels; stage.json holds each model's config as trd writes it."""
+    """Disposed models planned by a sweep (sweep point -> (their config, target accuracy)), each with its
+    evaluate stage, all with the same labels; their lineage is their config without seeds, as trd.plan makes it."""
     exp = tmp_path / "out" / "exp"
     exp.mkdir(parents=True)
-    plan = {"stages": {}}
+    plan = {"format": 2, "stages": {}}
     labels = {"method": "gc", "lam": 0.5}
-    for suffix, (config, target) in points.items():
-        model = f"dispose/gc{suffix}"
-        _stage(exp, plan, model, "dispose", labels, {"status": "done"})
-        model_dir = Path(plan["stages"][model]["dir"])
-        (model_dir / "stage.json").write_text(json.dumps({"config": config, "inputs": {}}))
+    for point, (config, target) in points.items():
+        model = f"dispose/gc[{point}]" if point else "dispose/gc"
+        _stage(exp, plan, model, "dispose", labels, {"status": "done"}, lineage=_seedless(config), sweep=point)
         _stage(exp, plan, f"evaluate/{model}", "evaluate", {**labels, "evaluates": "dispose/gc"},
-               {"status": "done", "acc": {"source": 0.1, "target": target}})
+               {"status": "done", "acc": {"source": 0.1, "target": target}}, lineage=f"evaluate {_seedless(config)}",
+               sweep=point)
         plan["stages"][f"evaluate/{model}"]["inputs"] = {"model": model}  # role -> stage name, as in plan.json
     (exp / "plan.json").write_text(json.dumps(plan))
     return exp
@@ -212,10 +223,10 @@ def _swept_models(tmp_path, points: dict[str, tuple[dict, float]]) -> Path:
 
 def test_sweep_points_over_an_unlabelled_setting_stay_separate_rows(tmp_path):
     # A Hydra sweep over dispose.optim.lr: both disposed models carry the same labels; their configs differ,
-    # and the stage names' sweep suffix (trd.plan.Plan.merge) names the difference. Averaging them as seeds
-    # would be a wrong number.
+    # and the sweep point each belongs to (plan.json's sweep field) names the difference. Averaging them as
+    # seeds would be a wrong number.
     exp = _swept_models(tmp_path, {"": ({"seed": 0, "lr": 0.001}, 0.6),
-                                   "[dispose.optim.lr=0.01]": ({"seed": 0, "lr": 0.01}, 0.3)})
+                                   "dispose.optim.lr=0.01": ({"seed": 0, "lr": 0.01}, 0.3)})
     write_report(exp)
     cells = _cells(exp, "table3")
     assert cells[("gc lam=0.5", "Acc_t")]["text"] == "60.00"
@@ -224,14 +235,14 @@ def test_sweep_points_over_an_unlabelled_setting_stay_separate_rows(tmp_path):
     assert variant_name(json.dumps({"method": "gc", "lam": 0.9, "sweep": "dispose.lam=0.9"})) == "gc lam=0.9"
 
 
-def test_swept_seeds_are_replicates_whatever_the_stage_names_say(tmp_path):
+def test_swept_seeds_are_replicates_whatever_the_sweep_points_say(tmp_path):
     # seed x lr: models differing only in seed are one variant (mean over them), the other lr is another, and
     # a list value keeps its commas in the row name.
     exp = _swept_models(tmp_path, {
-        "": ({"seed": 0, "lr": [0.001]}, 0.6),
-        "[seed=1,dispose.optim.lr=[0.001]]": ({"seed": 1, "lr": [0.001]}, 0.4),
-        "[seed=0,dispose.optim.lr=[0.01,0.1]]": ({"seed": 0, "lr": [0.01, 0.1]}, 0.3),
-        "[seed=1,dispose.optim.lr=[0.01,0.1]]": ({"seed": 1, "lr": [0.01, 0.1]}, 0.2),
+        "seed=0,dispose.optim.lr=[0.001]": ({"seed": 0, "lr": [0.001]}, 0.6),
+        "seed=1,dispose.optim.lr=[0.001]": ({"seed": 1, "lr": [0.001]}, 0.4),
+        "seed=0,dispose.optim.lr=[0.01,0.1]": ({"seed": 0, "lr": [0.01, 0.1]}, 0.3),
+        "seed=1,dispose.optim.lr=[0.01,0.1]": ({"seed": 1, "lr": [0.01, 0.1]}, 0.2),
     })
     write_report(exp)
     cells = _cells(exp, "table3")
@@ -245,12 +256,10 @@ def test_swept_seeds_are_replicates_whatever_the_stage_names_say(tmp_path):
 def test_a_sweep_over_attacker_settings_gives_each_setting_its_own_scheme(tmp_path):
     exp = _swept_models(tmp_path, {"": ({"seed": 0, "lr": 0.001}, 0.6)})
     plan = json.loads((exp / "plan.json").read_text())
-    labels = {"method": "gc", "lam": 0.5, "released": "dispose/gc", "piggyback": "synth", "scheme": "finetune",
-              "seed": 0}
-    for suffix, epochs, acc in (("", 3, 0.5), ("[piggyback.schemes.finetune.epochs=10]", 10, 0.7)):
-        name = f"piggyback/dispose/gc/synth/finetune/s0{suffix}"
-        _stage(exp, plan, name, "piggyback", labels, _pl(acc, acc))
-        (Path(plan["stages"][name]["dir"]) / "stage.json").write_text(json.dumps({"config": {"epochs": epochs}}))
+    labels = {"method": "gc", "lam": 0.5, "attacks": "dispose/gc", "task": "synth", "scheme": "finetune", "seed": 0}
+    for point, epochs, acc in (("", 3, 0.5), ("piggyback.schemes.finetune.epochs=10", 10, 0.7)):
+        name = f"piggyback/dispose/gc/synth/finetune/s0[{point}]" if point else "piggyback/dispose/gc/synth/finetune/s0"
+        _stage(exp, plan, name, "piggyback", labels, _pl(acc, acc), lineage=f"epochs={epochs}", sweep=point)
         plan["stages"][name]["inputs"] = {"model": "dispose/gc"}
     (exp / "plan.json").write_text(json.dumps(plan))
     write_report(exp, paper_scheme="finetune")
@@ -258,3 +267,24 @@ def test_a_sweep_over_attacker_settings_gives_each_setting_its_own_scheme(tmp_pa
     assert cells[("gc lam=0.5 · synth · finetune", "final")]["text"] == "50.00"
     assert cells[("gc lam=0.5 · synth · finetune [piggyback.schemes.finetune.epochs=10]", "final")]["text"] == "70.00"
     assert _cells(exp, "table3")[("gc lam=0.5", "Acc_pl synth best-of-grid")]["text"] == "70.00"
+
+
+def test_the_reference_row_is_a_setting(experiment):
+    # The resistant-training setting compares against a plainly trained model, not TL: here TGT stands in.
+    write_report(experiment, reference="tgt")
+    t1 = _cells(experiment, "table1")
+    assert "ΔAcc_t vs TL" not in {column for _, column in t1}
+    # disposal ratio of TL against TGT: (0.51 - 0.79) / (0.51 - 0.21)
+    assert float(t1[("tl", "disposal ratio synth")]["value"]) == pytest.approx((0.51 - 0.79) / (0.51 - 0.21))
+    assert float(t1[("tgt", "disposal ratio synth")]["value"]) == 0.0
+
+
+def test_an_experiment_planned_by_an_older_trd_must_be_planned_again(experiment, capsys):
+    from trd.report.cli import main
+
+    plan = json.loads((experiment / "plan.json").read_text())
+    del plan["format"]
+    (experiment / "plan.json").write_text(json.dumps(plan))
+    assert main([str(experiment)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "written by an older trd (plan format 1)" in err and "launch/submit.py" in err and "\n" not in err

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from slurm_cli import TWO_RANKS, cancel_unfinished, slurm_launcher, submit, track
 
 

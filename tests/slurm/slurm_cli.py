@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-
 from slurm_cluster import FINAL_STATES, SlurmCluster, job_info, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

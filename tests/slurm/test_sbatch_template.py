@@ -7,9 +7,18 @@ import subprocess
 import sys
 
 import pytest
-
-from slurm_cli import (REPO, TWO_RANKS, assert_same_weights, cli_env, planned, read, stage_dir, wait_final,
-                       wait_for_checkpoint, weights)
+from slurm_cli import (
+    REPO,
+    TWO_RANKS,
+    assert_same_weights,
+    cli_env,
+    planned,
+    read,
+    stage_dir,
+    wait_final,
+    wait_for_checkpoint,
+    weights,
+)
 from slurm_cluster import job_info, wait_until
 
 TEMPLATE = REPO / "slurm" / "sbatch_template.sh"

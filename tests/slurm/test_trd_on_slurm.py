@@ -12,10 +12,27 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from slurm_cli import (DEMO, REPO, assert_same_weights, cli_env, jobs, metrics, plan, planned, read, slurm_launcher,
-                       stage_dir, status, submit, track, wait_final, wait_for_checkpoint, weights)
+from slurm_cli import (
+    DEMO,
+    REPO,
+    assert_same_weights,
+    cli_env,
+    jobs,
+    metrics,
+    plan,
+    planned,
+    read,
+    slurm_launcher,
+    stage_dir,
+    status,
+    submit,
+    track,
+    wait_final,
+    wait_for_checkpoint,
+    weights,
+)
 from slurm_cluster import job_info, wait_until
+
 from trd.data.catalog import build_catalog
 from trd.data.embedded import ensure_role_shards
 from trd.data.plan import plan_rank

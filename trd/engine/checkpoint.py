@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from trd.engine.atomic import atomic_write_json, read_json
+from trd.atomic import atomic_write_json, read_json
 from trd.engine.distributed import DistEnv, barrier
 
 POINTER = "resume.json"

@@ -42,7 +42,6 @@ def train(
     seed: int,
     checkpoint_every: int = 0,
     on_epoch_end: Callable[[int], dict] | None = None,
-    backward: Callable[[object, torch.Tensor], None] | None = None,
     desc: str = "train",
 ) -> dict:
     """Runs epochs of step_fn (forward + loss) -> backward -> engine.step, resuming from ckpt if present.
@@ -52,7 +51,6 @@ def train(
     """
     progress = ckpt.load(engine) or {"epoch": 0, "step": 0, "global_step": 0}
     epoch, start_step, global_step = progress["epoch"], progress["step"], progress["global_step"]
-    backward = backward or (lambda eng, loss: eng.backward(loss))
     device = engine.device
     zero_stage = engine.zero_optimization_stage()
     while epoch < epochs:
@@ -66,7 +64,7 @@ def train(
             loss, scalars = step_fn(engine, images, labels, global_step)
             if not math.isfinite(float(loss.detach())):
                 raise NonFiniteError(f"non-finite loss {float(loss.detach())} at epoch {epoch} step {step}")
-            backward(engine, loss)
+            engine.backward(loss)
             if zero_stage == 0:  # ZeRO 1/2 keep gradients in their own buffers; their norm is checked below
                 check_finite(loss, engine.module, step=global_step)
             engine.step()

@@ -7,8 +7,7 @@ from typing import Iterable
 
 import torch
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
+from trd.config.nodes import OPTIMIZERS, SCHEDULES
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping) -> torch.optim.Optimizer:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 FEATURES_TAP = "features"
-TRAINABLE_MODES = ("all", "last_k", "linear")
+TRAINABLE_MODES = ("full", "last_k", "linear")  # the one vocabulary of what a training run updates
 
 
 class TrdModel(nn.Module):
@@ -126,7 +126,7 @@ class TrdModel(nn.Module):
         return [p for _, p in self.last_k_named_parameters(k, include_head)]
 
     def set_trainable(self, mode: str, k: int | None = None) -> None:
-        """Set requires_grad for "all", "last_k" (needs k; last k blocks + neck + head) or "linear" (head only).
+        """Set requires_grad for "full", "last_k" (needs k; last k blocks + neck + head) or "linear" (head only).
 
         Only requires_grad changes: BatchNorm running statistics still update in train mode,
         so callers that want a frozen body should also put it in eval mode.
@@ -141,7 +141,7 @@ class TrdModel(nn.Module):
             if k is not None:
                 raise ValueError(f"{self.name}: set_trainable({mode!r}) takes no k (got k={k}); k is for 'last_k'")
             head = {id(p) for p in self.head.parameters()}
-            trainable = {id(p) for p in self.parameters()} if mode == "all" else head
+            trainable = {id(p) for p in self.parameters()} if mode == "full" else head
         for p in self.parameters():
             p.requires_grad_(id(p) in trainable)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from trd.models.base import TrdModel
@@ -77,3 +78,19 @@ def build_model(name: str, num_classes: int, image_size: int, **options: Any) ->
         raise ValueError(f"{name}: unknown option(s) {unknown}; valid options are {sorted(parameters)}")
     checked = {key: _check_type(name, parameters[key], value) for key, value in options.items()}
     return builder(num_classes=num_classes, image_size=image_size, **checked)
+
+
+def build_from_config(model_cfg: Mapping[str, Any], num_classes: int, image_size: int) -> TrdModel:
+    """build_model from a `model` config node ({name, **options})."""
+    options = {k: v for k, v in model_cfg.items() if k != "name"}
+    return build_model(model_cfg["name"], num_classes=num_classes, image_size=image_size, **options)
+
+
+@functools.lru_cache(maxsize=32)
+def _block_count(config_json: str, image_size: int) -> int:
+    return len(build_from_config(json.loads(config_json), num_classes=1, image_size=image_size).block_names)
+
+
+def block_count(model_cfg: Mapping[str, Any], image_size: int) -> int:
+    """How many blocks the configured model has (what k of last-k may address); builds it once, on the CPU."""
+    return _block_count(json.dumps(dict(model_cfg), sort_keys=True), image_size)

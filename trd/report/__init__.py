@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trd.engine.atomic import atomic_write
+from trd.atomic import atomic_write
 from trd.report.plots import all_plots
-from trd.report.records import load_records
+from trd.report.records import load_records, report_settings
 from trd.report.tables import Experiment, all_tables
 from trd.report.write import problems_markdown, table_csv, table_markdown
 
@@ -23,16 +23,12 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, write)
 
 
-def paper_scheme_of(records) -> str | None:
-    """The paper scheme the experiment's report stage was planned with (piggyback.paper_scheme)."""
-    return next((r.labels["paper_scheme"] for r in records if r.kind == "report" and r.labels.get("paper_scheme")),
-                None)
-
-
-def write_report(exp_dir: str | Path, paper_scheme: str | None = None) -> dict:
+def write_report(exp_dir: str | Path, paper_scheme: str | None = None, reference: str | None = None) -> dict:
+    """paper_scheme and reference default to the experiment's (piggyback.paper_scheme, report.reference)."""
     exp_dir = Path(exp_dir).resolve()
     records = load_records(exp_dir)
-    ex = Experiment(records, paper_scheme or paper_scheme_of(records))
+    settings = report_settings(exp_dir)
+    ex = Experiment(records, paper_scheme or settings.get("paper_scheme"), reference or settings.get("reference", "tl"))
     if ex.paper_scheme is not None and ex.schemes and ex.paper_scheme not in ex.schemes:
         raise ValueError(f"paper scheme {ex.paper_scheme!r} was not run in {exp_dir}: use one of {', '.join(ex.schemes)}")
     out = exp_dir / REPORT_DIR

@@ -127,8 +127,8 @@ def disposal_ratio(x: float, tl: float, scratch: float) -> float | None:
     return (tl - x) / gap
 
 
-def ratio_cell(x: Cell, tl: Cell, scratch: Cell) -> Cell:
-    field = "disposal ratio (TL - X) / (TL - scratch) of the mean accuracies"
+def ratio_cell(x: Cell, tl: Cell, scratch: Cell, reference: str = "TL") -> Cell:
+    field = f"disposal ratio ({reference} - X) / ({reference} - scratch) of the mean accuracies"
     failed = _combined_failure([x, tl, scratch], field, "ratio")
     if failed is not None:
         return failed
@@ -136,5 +136,5 @@ def ratio_cell(x: Cell, tl: Cell, scratch: Cell) -> Cell:
     value = disposal_ratio(x.value, tl.value, scratch.value)
     if value is None:
         return Cell(status=NOT_APPLICABLE, field=field, sources=sources, unit="ratio",
-                    note="TL and scratch reach the same PL accuracy: the ratio has no scale")
+                    note=f"{reference} and scratch reach the same PL accuracy: the ratio has no scale")
     return Cell(value, None, min(x.n, tl.n, scratch.n), OK, field, sources, unit="ratio")

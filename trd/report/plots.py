@@ -13,11 +13,10 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trd.engine.atomic import atomic_write
+from trd.atomic import atomic_write
 from trd.report.cells import OK, aggregate
 from trd.report.records import SWEEP_LABEL, override_leaf, split_overrides, variant_name
 from trd.report.tables import Experiment
-
 
 # Variant names can be long: legends go under the axes, where they never hide the data.
 LEGEND = {"fontsize": 7, "loc": "upper left", "bbox_to_anchor": (0.0, -0.2), "frameon": False}
@@ -62,10 +61,10 @@ def lam_sweep(ex: Experiment, out: Path) -> list[Path]:
             ax.plot([p[1] * 100 for p in points], [p[2] * 100 for p in points], "o-", label=method)
             for lam, x, y in points:
                 ax.annotate(f"λ={lam:g}", (x * 100, y * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        for ref, marker in (("tl", "*"), ("tgt", "s")):
+        for ref, marker, name in (("ref", "*", ex.reference_method.upper()), ("tgt", "s", "TGT")):
             acc_t, acc_pl = ex.acc(ex.reference[ref], "target"), ex.acc_pl(ex.reference[ref], task)
             if acc_t.status == OK and acc_pl.status == OK:
-                ax.plot([acc_t.value * 100], [acc_pl.value * 100], marker, markersize=10, label=ref.upper())
+                ax.plot([acc_t.value * 100], [acc_pl.value * 100], marker, markersize=10, label=name)
         scratch = ex.acc_pl(ex.reference["scratch"], task)
         if scratch.status == OK:
             ax.axhline(scratch.value * 100, color="grey", linestyle=":", label="scratch (PL)")
@@ -86,7 +85,7 @@ def learning_curves(ex: Experiment, out: Path) -> list[Path]:
             ax = fig.add_subplot()
             drawn, lrs = 0, set()
             for v in ex.variants:
-                records = [r for r in ex.of("piggyback", v, piggyback=task, scheme=scheme) if r.ok]
+                records = [r for r in ex.of("piggyback", v, task=task, scheme=scheme) if r.ok]
                 curves = [r.metrics["grid"][0]["curve"] for r in records if r.metrics["grid"][0]["status"] == "done"]
                 if not curves:
                     continue

@@ -1,23 +1,23 @@
-"""An experiment's stages as the report sees them: plan.json for where they are, metrics.json for what they got.
+"""An experiment's stages as the report sees them: plan.json for where they are and what they are about (labels,
+lineage, sweep point), metrics.json for what they got.
 
 Nothing else is read, so every number in a report comes from one of these files (a record keeps its path).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trd.engine.atomic import read_json
-from trd.metrics import DONE, FILE
-from trd.stages.report import REPORTED_KINDS
+from trd import contract
+from trd.atomic import read_json
 
-# Labels that say which evaluation, attack or seed a stage is rather than which released model it is about:
-# what is left of a stage's labels once these are dropped names its model variant (a table row).
-STAGE_LABELS = frozenset({"evaluates", "released", "attacks", "piggyback", "scheme", "seed", "model_seed",
-                          "fraction", "paper_scheme"})
+SWEEP_LABEL = "sweep"
+SEED_KEY = "seed"
+
+
+class StalePlanError(ValueError):
+    """plan.json of an older trd: the experiment must be planned again."""
 
 
 @dataclass
@@ -25,43 +25,38 @@ class Record:
     name: str
     kind: str
     dir: Path
-    labels: dict
+    model: dict  # labels that name the model (method, lam, ...)
+    attack: dict  # labels that name the attack or evaluation (task, scheme, seed, ...)
     metrics: dict = field(default_factory=dict)
-    model: str = ""  # the input stage dirs: which model instance this evaluation or attack is about
+    inputs: str = ""  # the lineage of the stages it reads: which model (up to seeds) it is about
+    instance: str = ""  # the hashes of the stages it reads: which model instance it is about
+    lineage: str = ""
+    sweep: str = ""
+    reported: bool = False
     variant_key: str | None = None  # set by load_records from the stages' lineage; labels alone otherwise
 
     @property
     def status(self) -> str:
         """done / failed / diverged / running, or pending when the stage has not started (no metrics.json)."""
-        return self.metrics.get("status", "pending")
+        return self.metrics.get("status", contract.PENDING)
 
     @property
     def ok(self) -> bool:
-        return self.status == DONE
+        return self.status == contract.DONE
 
     @property
     def metrics_path(self) -> str:
-        return str(self.dir / FILE)
+        return str(self.dir / contract.METRICS_FILE)
 
     @property
     def variant(self) -> str:
-        """The model variant as a canonical string: its labels without the per-stage ones, told apart by the
-        sweep setting where two variants share all labels (see load_records)."""
-        return self.variant_key if self.variant_key is not None else variant_key(self.labels)
+        """The model variant as a canonical string: its model labels, told apart by the sweep setting where two
+        variants share all labels (see load_records)."""
+        return self.variant_key if self.variant_key is not None else variant_key(self.model)
 
     def label(self, key: str, default=None):
-        return self.labels.get(key, default)
-
-
-SWEEP_LABEL = "sweep"
-SEED_KEY = "seed"
-
-
-def sweep_point(stage_name: str) -> str:
-    """'dispose.optim.lr=0.01' from 'piggyback/dispose/gc/synth/finetune/s0[dispose.optim.lr=0.01]'
-    (trd.plan.Plan.merge's suffix); greedy, so a list value's brackets stay inside ('x=[0.05]')."""
-    found = re.search(r"\[(.*)\]", stage_name)
-    return found.group(1) if found else ""
+        """An attack label, else a model label."""
+        return self.attack.get(key, self.model.get(key, default))
 
 
 def split_overrides(point: str) -> list[str]:
@@ -89,7 +84,7 @@ def override_leaf(override: str) -> str:
 
 
 def variant_key(labels: dict) -> str:
-    return json.dumps({k: v for k, v in labels.items() if k not in STAGE_LABELS}, sort_keys=True, default=str)
+    return json.dumps(labels, sort_keys=True, default=str)
 
 
 def variant_name(key: str) -> str:
@@ -104,70 +99,50 @@ def variant_name(key: str) -> str:
     return f"{name} [{','.join(extra)}]" if extra else name
 
 
+def report_settings(exp_dir: str | Path) -> dict:
+    """The report settings the experiment was planned with (paper scheme, reference method)."""
+    plan = read_json(Path(exp_dir) / contract.PLAN_FILE, default={}) or {}
+    return dict((plan.get("settings") or {}).get("report") or {})
+
+
 def load_records(exp_dir: str | Path) -> list[Record]:
     exp_dir = Path(exp_dir)
-    plan = read_json(exp_dir / "plan.json")
+    plan = read_json(exp_dir / contract.PLAN_FILE)
     if plan is None:
-        raise FileNotFoundError(f"{exp_dir} has no plan.json: give an experiment directory written by launch/submit.py")
+        raise FileNotFoundError(f"{exp_dir} has no {contract.PLAN_FILE}: give an experiment directory written by "
+                                f"launch/submit.py")
+    if plan.get("format", 1) < contract.PLAN_FORMAT:
+        raise StalePlanError(f"{exp_dir / contract.PLAN_FILE} was written by an older trd (plan format "
+                             f"{plan.get('format', 1)}): submit the experiment again with launch/submit.py to plan "
+                             f"it anew (its stages run again: their hashes changed)")
     stages = plan["stages"]
     records = []
     for name, stage in stages.items():
-        stage_dir = Path(stage["dir"])
-        metrics = read_json(stage_dir / FILE, default={}) or {}
-        inputs = stage.get("inputs") or {}
-        model = ";".join(sorted(str(stages[dep]["dir"]) for dep in inputs.values() if dep in stages))
-        records.append(Record(name, stage["kind"], stage_dir, dict(stage.get("labels") or {}), metrics, model))
-    _assign_variants(records, stages)
+        inputs = json.dumps(sorted((role, stages[dep]["lineage"]) for role, dep in (stage.get("inputs") or {}).items()
+                                   if dep in stages))
+        instance = ";".join(sorted(stages[dep]["hash"] for dep in (stage.get("inputs") or {}).values() if dep in stages))
+        metrics = read_json(Path(stage["dir"]) / contract.METRICS_FILE, default={}) or {}
+        records.append(Record(name, stage["kind"], Path(stage["dir"]), dict(stage[contract.MODEL_LABELS]),
+                              dict(stage[contract.ATTACK_LABELS]), metrics, inputs, instance, stage["lineage"],
+                              stage.get("sweep", ""), bool(stage.get("reported"))))
+    _assign_variants(records)
     return records
 
 
-def _without_seeds(obj):
-    if isinstance(obj, dict):
-        return {k: _without_seeds(v) for k, v in obj.items() if k != SEED_KEY}
-    if isinstance(obj, list):
-        return [_without_seeds(v) for v in obj]
-    return obj
-
-
-def _lineages(stages: dict) -> dict[str, str]:
-    """Per stage, a digest of its config and its inputs' configs, all the way up, with every seed left out:
-    two stages with the same lineage are replicates of one setting (they differ in seeds at most)."""
-    memo: dict[str, str] = {}
-
-    def lineage(name: str) -> str:
-        if name not in memo:
-            stage = stages[name]
-            spec = read_json(Path(stage["dir"]) / "stage.json")
-            # No stage.json (a hand-made or pruned experiment): the config is unknown, so nothing is split on it.
-            own = _without_seeds(spec["config"]) if spec else None
-            inputs = sorted((role, lineage(dep)) for role, dep in (stage.get("inputs") or {}).items() if dep in stages)
-            blob = json.dumps({"kind": stage["kind"], "config": own, "inputs": inputs}, sort_keys=True, default=str)
-            memo[name] = hashlib.sha256(blob.encode()).hexdigest()
-        return memo[name]
-
-    for name in stages:
-        lineage(name)
-    return memo
-
-
-def _assign_variants(records: list[Record], stages: dict) -> None:
-    """A record's variant is its labels (less the per-stage ones) and the lineage of the model it is about.
-    Labels name a variant; where a sweep gives several lineages the same labels (a setting that is no label,
-    say dispose.optim.lr), each is told apart by the sweep point its stage names carry (seeds left out)."""
-    lineage = _lineages(stages)
+def _assign_variants(records: list[Record]) -> None:
+    """A record's variant is its model labels and the lineage of the model it is about. Labels name a variant;
+    where a sweep gives several lineages the same labels (a setting that is no label, say dispose.optim.lr), each
+    is told apart by the sweep point its stages belong to (seeds left out)."""
     groups: dict[tuple[str, str], list[Record]] = {}
     for record in records:
-        if record.kind not in REPORTED_KINDS:  # the stages a report reads, each about one model
-            continue
-        inputs = stages[record.name].get("inputs") or {}
-        model = json.dumps(sorted((role, lineage[dep]) for role, dep in inputs.items() if dep in lineage))
-        groups.setdefault((variant_key(record.labels), model), []).append(record)
-    by_labels: dict[str, list[tuple[str, list[Record]]]] = {}
-    for (labels, model), members in groups.items():
-        by_labels.setdefault(labels, []).append((model, members))
+        if record.reported:  # the stages a report reads, each about one model
+            groups.setdefault((variant_key(record.model), record.inputs), []).append(record)
+    by_labels: dict[str, list[list[Record]]] = {}
+    for (labels, _), members in groups.items():
+        by_labels.setdefault(labels, []).append(members)
     for labels, variants in by_labels.items():
         taken: set[str] = set()
-        for model, members in variants:
+        for members in variants:
             key = labels
             if len(variants) > 1:
                 setting = _common_setting(members)
@@ -178,18 +153,18 @@ def _assign_variants(records: list[Record], stages: dict) -> None:
             taken.add(key)
             for record in members:
                 record.variant_key = key
-    _split_attacks(records, lineage)
+    _split_attacks(records)
 
 
-def _split_attacks(records: list[Record], lineage: dict[str, str]) -> None:
+def _split_attacks(records: list[Record]) -> None:
     """A sweep over attacker settings (say piggyback.schemes.finetune.epochs) attacks one model twice under
     one scheme name: each setting becomes a scheme of its own ('finetune [piggyback....epochs=10]'), so
     attacks are never averaged across settings as if they were seeds."""
     attacks: dict[tuple, dict[str, list[Record]]] = {}
     for record in records:
-        if record.kind == "piggyback":
-            key = (record.variant, record.label("piggyback"), record.label("scheme"))
-            attacks.setdefault(key, {}).setdefault(lineage[record.name], []).append(record)
+        if record.reported and "scheme" in record.attack:
+            key = (record.variant, record.label("task"), record.label("scheme"))
+            attacks.setdefault(key, {}).setdefault(record.lineage, []).append(record)
     for (_, _, scheme), settings in attacks.items():
         if len(settings) < 2:
             continue
@@ -197,12 +172,12 @@ def _split_attacks(records: list[Record], lineage: dict[str, str]) -> None:
             setting = _common_setting(members)
             if setting:
                 for record in members:
-                    record.labels = {**record.labels, "scheme": f"{scheme} [{setting}]"}
+                    record.attack = {**record.attack, "scheme": f"{scheme} [{setting}]"}
 
 
 def _common_setting(members: list[Record]) -> str:
-    """The sweep setting most of these records' stage names carry ('' where none does: the first point's)."""
-    named = [p for p in (_setting(sweep_point(r.name)) for r in members) if p]
+    """The sweep setting most of these records belong to ('' where none does: a setting of every point)."""
+    named = [p for p in (_setting(r.sweep) for r in members) if p]
     return max(set(named), key=named.count) if named else ""
 
 

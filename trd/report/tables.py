@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 
 from trd.report.cells import Cell, aggregate, difference, missing, ratio_cell
 from trd.report.records import Record, variant_name
-from trd.stages.report import REPORTED_KINDS
-
-REFERENCES = ("tl", "tgt", "scratch")
 
 
 @dataclass
@@ -36,21 +33,24 @@ class Table:
 class Experiment:
     """Records indexed the way the tables ask for them."""
 
-    def __init__(self, records: list[Record], paper_scheme: str | None):
-        self.records = [r for r in records if r.kind in REPORTED_KINDS]
+    def __init__(self, records: list[Record], paper_scheme: str | None, reference: str = "tl"):
+        self.records = [r for r in records if r.reported]
         piggyback = self.of("piggyback")
-        self.tasks = list(dict.fromkeys(r.label("piggyback") for r in piggyback))
+        self.tasks = list(dict.fromkeys(r.label("task") for r in piggyback))
         self.schemes = list(dict.fromkeys(r.label("scheme") for r in piggyback))
         if paper_scheme is None and len(self.schemes) == 1:
             paper_scheme = self.schemes[0]
         self.paper_scheme = paper_scheme
         found = list(dict.fromkeys(r.variant for r in self.records))
         method = {v: json.loads(v).get("method") for v in found}
-        order = {m: i for i, m in enumerate(REFERENCES)}
+        self.reference_method = reference
+        references = (reference, "tgt", "scratch")
+        order = {m: i for i, m in enumerate(references)}
         # References first (TL, TGT), scratch last, the rest in plan order between them.
-        self.variants = sorted(found, key=lambda v: (0 if method[v] in ("tl", "tgt") else 2 if method[v] == "scratch"
+        self.variants = sorted(found, key=lambda v: (0 if method[v] in references[:2] else 2 if method[v] == "scratch"
                                                      else 1, order.get(method[v], 0)))
-        self.reference = {m: next((v for v in self.variants if method[v] == m), None) for m in REFERENCES}
+        self.reference = {role: next((v for v in self.variants if method[v] == m), None)
+                          for role, m in zip(("ref", "tgt", "scratch"), references)}
 
     def of(self, kind: str, variant: str | None = None, **labels) -> list[Record]:
         return [r for r in self.records if r.kind == kind and (variant is None or r.variant == variant)
@@ -69,47 +69,54 @@ class Experiment:
             return missing("no such model in this experiment")
         if self.paper_scheme is None:
             return missing("no paper scheme named: pass --paper-scheme")
-        return aggregate(self.of("piggyback", variant, piggyback=task, scheme=self.paper_scheme), "acc_pl.final",
+        return aggregate(self.of("piggyback", variant, task=task, scheme=self.paper_scheme), "acc_pl.final",
                          absent=f"{variant_name(variant)} was not attacked on {task} with {self.paper_scheme}")
 
     def acc_pl_best(self, variant: str | None, task: str) -> Cell:
         """Best-of-grid: per (attacked model, seed) the best acc_pl.best over every scheme, then mean over seeds."""
         if variant is None:
             return missing("no such model in this experiment")
-        return aggregate(self.of("piggyback", variant, piggyback=task), "acc_pl.best",
-                         group=lambda r: (r.model or r.label("released"), r.label("model_seed"), r.label("seed")),
+        return aggregate(self.of("piggyback", variant, task=task), "acc_pl.best",
+                         group=lambda r: (r.instance or r.label("attacks"), r.label("seed")),
                          absent=f"{variant_name(variant)} was not attacked on {task}")
 
 
 def _disposal_table(ex: Experiment, name: str, title: str, pl, caption: str) -> Table:
-    tl, tgt, scratch = (ex.reference[m] for m in REFERENCES)
-    columns = ["ΔAcc_t vs TGT", "ΔAcc_t vs TL"]
+    ref, tgt, scratch = (ex.reference[m] for m in ("ref", "tgt", "scratch"))
+    r = ex.reference_method.upper()
+    tgt = tgt if r != "TGT" else None  # its own column when it is not the reference
+    columns = (["ΔAcc_t vs TGT"] if tgt else []) + [f"ΔAcc_t vs {r}"]
     for task in ex.tasks:
-        columns += [f"ΔAcc_pl {task} vs TL", f"disposal ratio {task}"]
+        columns += [f"ΔAcc_pl {task} vs {r}", f"disposal ratio {task}"]
     table = Table(name, title, columns, caption=caption)
     for variant in ex.variants:
         acc_t = ex.acc(variant, "target")
-        cells = {"ΔAcc_t vs TGT": difference(acc_t, ex.acc(tgt, "target")) if acc_t.status != "n/a" else acc_t,
-                 "ΔAcc_t vs TL": difference(acc_t, ex.acc(tl, "target")) if acc_t.status != "n/a" else acc_t}
+        cells = {f"ΔAcc_t vs {r}": difference(acc_t, ex.acc(ref, "target")) if acc_t.status != "n/a" else acc_t}
+        if tgt:
+            cells["ΔAcc_t vs TGT"] = difference(acc_t, ex.acc(tgt, "target")) if acc_t.status != "n/a" else acc_t
         for task in ex.tasks:
             x = pl(variant, task)
-            cells[f"ΔAcc_pl {task} vs TL"] = difference(x, pl(tl, task)) if x.status != "n/a" else x
-            cells[f"disposal ratio {task}"] = ratio_cell(x, pl(tl, task), pl(scratch, task))
+            cells[f"ΔAcc_pl {task} vs {r}"] = difference(x, pl(ref, task)) if x.status != "n/a" else x
+            cells[f"disposal ratio {task}"] = ratio_cell(x, pl(ref, task), pl(scratch, task), r)
         table.add(variant_name(variant), cells)
-    reference = {"ΔAcc_t vs TGT": ex.acc(tgt, "target"), "ΔAcc_t vs TL": ex.acc(tl, "target")}
+    reference = {f"ΔAcc_t vs {r}": ex.acc(ref, "target")}
+    if tgt:
+        reference["ΔAcc_t vs TGT"] = ex.acc(tgt, "target")
     for task in ex.tasks:
-        reference[f"ΔAcc_pl {task} vs TL"] = pl(tl, task)
+        reference[f"ΔAcc_pl {task} vs {r}"] = pl(ref, task)
         reference[f"disposal ratio {task}"] = pl(scratch, task)
-    table.add("Reference (absolute: Acc_t TGT, Acc_t TL, Acc_pl TL, Acc_pl scratch)", reference)
+    shown = ("Acc_t TGT, " if tgt else "") + f"Acc_t {r}, Acc_pl {r}, Acc_pl scratch"
+    table.add(f"Reference (absolute: {shown})", reference)
     return table
 
 
 def table1(ex: Experiment) -> Table:
     return _disposal_table(
         ex, "table1", "Table 1: disposal (paper scheme)", ex.acc_pl,
-        f"Differences in percentage points against TGT and TL; Acc_pl is the final-epoch accuracy of the paper "
-        f"scheme `{ex.paper_scheme}` at its fixed learning rate. Disposal ratio = (Acc_pl(TL) - Acc_pl(X)) / "
-        f"(Acc_pl(TL) - Acc_pl(scratch)): 0 gives an attacker what TL gives, 1 nothing beyond a random init.")
+        f"Differences in percentage points against the references; Acc_pl is the final-epoch accuracy of the "
+        f"paper scheme `{ex.paper_scheme}` at its fixed learning rate. Disposal ratio = (Acc_pl(R) - Acc_pl(X)) / "
+        f"(Acc_pl(R) - Acc_pl(scratch)) with R = {ex.reference_method.upper()}: 0 gives an attacker what R gives, 1 "
+        f"nothing beyond a random init.")
 
 
 def worst_case(ex: Experiment) -> Table:
@@ -142,7 +149,7 @@ def piggyback_table(ex: Experiment) -> Table:
     for variant in ex.variants:
         for task in ex.tasks:
             for scheme in ex.schemes:
-                records = ex.of("piggyback", variant, piggyback=task, scheme=scheme)
+                records = ex.of("piggyback", variant, task=task, scheme=scheme)
                 if records:
                     table.add(f"{variant_name(variant)} · {task} · {scheme}",
                               {"final": aggregate(records, "acc_pl.final"), "best": aggregate(records, "acc_pl.best")})

@@ -8,39 +8,39 @@ attacking the target head, whose outputs on source images mean nothing to a memb
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from trd.config import ConfigError, parse, plain
+from trd.config.nodes import data_options, model_config
+from trd.config.schema import at_least, knob
 from trd.data import build_loader, ensure_role_shards
-from trd.models.io import load_model
-from trd.plan import ConfigError, planner, take
-from trd.stages.base import stage
-from trd.stages.common import data_options, load_source_head, plain, released_model_path, role_config
-
-MIA_KEYS = ("max_samples", "grad_norms", "seed", "batch_size")
-ATTACK_LABELS = ("attacks",)
+from trd.data.role_config import role_config
+from trd.models.release import load_released, load_source_head
+from trd.plan import StageKind
 
 
-@planner("mia")
-def plan_mia(cfg, plan) -> None:
-    if "mia" not in cfg:
-        raise ConfigError("stage mia needs a mia config section (see configs/config.yaml)")
-    mia = take(cfg["mia"], MIA_KEYS, "mia")
-    for key, least in (("max_samples", 2), ("batch_size", 1)):
-        value = mia.get(key)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
-            raise ConfigError(f"mia.{key}={value!r} must be an integer >= {least}")
-    mia["seed"] = int(mia.get("seed") or 0)
-    mia["grad_norms"] = bool(mia.get("grad_norms", False))
+@dataclass
+class MiaConfig:
+    max_samples: int = knob(1000, at_least(2))  # members and non-members each (the SVC attack is O(n^2))
+    batch_size: int = knob(256, at_least(1))
+    grad_norms: bool = False  # also the white-box gradient-norm attack (per-sample gradients: slower)
+    seed: int = 0
+
+
+def plan(cfg, plan) -> None:
+    mia = plain(parse(cfg.get("mia"), MiaConfig, "mia"))
     released = plan.released()
     if not released:
         raise ConfigError("stage mia has no model to attack: put a releasing stage (transfer, ...) before it in stages")
-    config = {"source": role_config(cfg, "source"), "model": plain(cfg["model"]), "mia": mia,
+    source = role_config(cfg, "source")
+    config = {"source": source, "model": model_config(cfg, source["image_size"])[0], "mia": mia,
               "data_options": data_options(cfg)}
     for spec in released:
-        labels = {k: v for k, v in spec.labels.items() if k not in ATTACK_LABELS}
-        plan.add(f"mia/{spec.name}", "mia", config, inputs={"model": spec.name},
-                 labels={**labels, "attacks": spec.name})
+        plan.add(f"mia/{spec.name}", "mia", config, inputs={"model": spec.name}, model=spec.model,
+                 attack={"attacks": spec.name})
 
 
 def sample_batches(loader, chosen: np.ndarray):
@@ -72,8 +72,7 @@ def source_outputs(ctx, model, head, split: str):
                            grad_norms=c["mia"]["grad_norms"])
 
 
-@stage("mia")
-def run_mia(ctx) -> dict:
+def run(ctx) -> dict:
     from trd.attacks import run_all  # scikit-learn: imported by mia jobs only, not by every stage job
 
     c = ctx.config
@@ -81,9 +80,9 @@ def run_mia(ctx) -> dict:
         return {}
     model_dir = ctx.input("model")
     model_cfg = c["model"]
-    model = load_model(released_model_path(model_dir), device=ctx.device,
-                       expected={"name": model_cfg["name"], "image_size": int(c["source"]["image_size"]),
-                                 "options": {k: v for k, v in model_cfg.items() if k != "name"}})
+    model = load_released(model_dir, device=ctx.device,
+                          expected={"name": model_cfg["name"], "image_size": int(c["source"]["image_size"]),
+                                    "options": {k: v for k, v in model_cfg.items() if k != "name"}})
     head = load_source_head(model_dir, model.feature_dim, int(c["source"]["num_classes"]))
     if head is None:
         return {"mia": None, "skipped": "no source head: the model never had source outputs to attack "
@@ -99,3 +98,6 @@ def run_mia(ctx) -> dict:
         "source_acc": {"members": float(np.mean(members.logits.argmax(1) == members.labels)),
                        "nonmembers": float(np.mean(nonmembers.logits.argmax(1) == nonmembers.labels))},
     }
+
+
+KIND = StageKind("mia", plan, run, reported=True, inputs=("model",), attack_labels=("attacks",), schema=MiaConfig)

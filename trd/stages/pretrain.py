@@ -3,35 +3,31 @@ from __future__ import annotations
 
 import torch
 
-from trd.models import build_model
-from trd.plan import planner
-from trd.stages.base import stage
-from trd.stages.common import common_config, plain, role_config, save_outputs, train_config
-from trd.stages.supervised import train_supervised
+from trd.config import parse, plain
+from trd.config.nodes import TrainConfig, common_config, model_config
+from trd.data.role_config import role_config
+from trd.engine.supervised import train_supervised
+from trd.models.registry import build_from_config
+from trd.plan import StageKind
 
 
-@planner("pretrain")
-def plan_pretrain(cfg, plan) -> None:
+def plan(cfg, plan) -> None:
+    source = role_config(cfg, "source")
+    model, _ = model_config(cfg, source["image_size"])
     plan.add("pretrain", "pretrain", {
-        **common_config(cfg),
-        "model": plain(cfg["model"]),
-        "source": role_config(cfg, "source"),
-        "train": train_config(cfg, "pretrain"),
-    }, labels={"method": "pretrain"})
+        **common_config(cfg), "model": model, "source": source,
+        "train": plain(parse(cfg["pretrain"], TrainConfig, "pretrain")),
+    }, model={"method": "pretrain"})
 
 
-def build_for_role(model_cfg: dict, role: dict) -> torch.nn.Module:
-    options = {k: v for k, v in model_cfg.items() if k != "name"}
-    return build_model(model_cfg["name"], num_classes=int(role["num_classes"]), image_size=int(role["image_size"]),
-                       **options)
-
-
-@stage("pretrain")
-def run_pretrain(ctx) -> dict:
+def run(ctx) -> dict:
     c = ctx.config
     torch.manual_seed(c["seed"])
-    model = build_for_role(c["model"], c["source"])
+    model = build_from_config(c["model"], int(c["source"]["num_classes"]), int(c["source"]["image_size"]))
     model, metrics = train_supervised(ctx, model, c["source"], c["train"], "source")
-    save_outputs(ctx, model)
+    ctx.save_released(model)
     ctx.ckpt.remove()
     return metrics
+
+
+KIND = StageKind("pretrain", plan, run, schema=TrainConfig)

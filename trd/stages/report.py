@@ -1,50 +1,48 @@
 """report: the experiment's tables and figures, written into <experiment dir>/report/ as its last job.
 
-It depends (afterok) on every evaluate, piggyback and mia stage of the plan, so it only runs once all of them
-finished; when one failed it does not run, and `python launch/report.py <experiment dir>` writes the report
-by hand, showing the failed stages as failed. The experiment dir is part of its config: stage dirs are shared
-between experiments, but each experiment gets its own report.
+It depends (afterok) on every stage whose kind reports read (evaluations, attacks), so it runs once all of them
+finished; when one failed it does not run, and `python launch/report.py <experiment dir>` writes the report by
+hand, showing the failed stages as failed. Planned once per experiment, over every point of a sweep. The
+experiment dir is part of its config: stage dirs are shared between experiments, each experiment has its own
+report.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from trd.plan import ConfigError, planner
-from trd.stages.base import stage
-
-REPORTED_KINDS = ("evaluate", "piggyback", "mia")
+from trd.config import ConfigError, parse, plain
+from trd.plan import StageKind
 
 
-@planner("report")
-def plan_report(cfg, plan) -> None:
-    reported = plan.of_kind(*REPORTED_KINDS)
+@dataclass
+class ReportConfig:
+    reference: str = "tl"  # the method whose row the differences and the disposal ratio are taken against
+
+
+def plan(cfg, plan) -> None:
+    report = parse(cfg.get("report"), ReportConfig, "report")
+    reported = plan.reported()
     if not reported:
-        raise ConfigError(f"stage report has nothing to report: put some of {', '.join(REPORTED_KINDS)} before it "
-                          f"in stages")
+        kinds = sorted(name for name, kind in plan.kinds.items() if kind.reported)
+        raise ConfigError(f"stage report has nothing to report: put some of {', '.join(kinds)} before it in stages")
+    methods = {s.model.get("method") for s in reported}
+    if report.reference not in methods:
+        raise ConfigError(f"report.reference={report.reference!r} names no model of this plan: use one of "
+                          f"{', '.join(sorted(m for m in methods if m))}")
     exp_dir = Path(str(cfg["out_root"])).resolve() / str(cfg["name"])
-    paper = cfg["piggyback"].get("paper_scheme") if "piggyback" in cfg else None
-    plan.add("report", "report", {"exp_dir": str(exp_dir)}, inputs={s.name: s.name for s in reported},
-             labels={"paper_scheme": paper} if paper else {})
+    paper = cfg["piggyback"].get("paper_scheme") if cfg.get("piggyback") else None
+    settings = {"paper_scheme": paper, **plain(report)}
+    plan.settings["report"] = settings
+    plan.add("report", "report", {"exp_dir": str(exp_dir), **settings}, inputs={s.name: s.name for s in reported})
 
 
-def merge_reports(plan) -> None:
-    """Each point of a sweep planned a report over its own stages; a merged plan gets one report over all of
-    them. Otherwise each point's report job would write the experiment's report once its own point is done,
-    and the last writer could be one that ran while other points' attacks were still pending."""
-    reports = plan.of_kind("report")
-    if len(reports) < 2:
-        return
-    for spec in reports:
-        del plan.stages[spec.name]
-    first = reports[0]
-    plan.add("report", "report", first.config, inputs={s.name: s.name for s in plan.of_kind(*REPORTED_KINDS)},
-             labels=first.labels)
-
-
-@stage("report")
-def run_report(ctx) -> dict:
+def run(ctx) -> dict:
     from trd.report import write_report  # matplotlib: imported by the report job only, not by every stage job
 
     if not ctx.env.is_main:
         return {}
     return {"report": write_report(ctx.config["exp_dir"])}
+
+
+KIND = StageKind("report", plan, run, per_experiment=True, inputs=("*",), schema=ReportConfig)

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import torch
 
 from trd.losses import frozen_teacher
+from trd.losses.disposal_step import DisposalStep
 from trd.models import build_model
 from trd.models.source_view import WithSourceHead
-from trd.stages.dispose import DisposalStep
 
 LR = 0.1
 CFG = {"method": "gc", "retain": "src-kd", "lam": 0.5, "temperature": 2.0, "chunks": 2}

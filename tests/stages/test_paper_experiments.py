@@ -42,7 +42,7 @@ def test_paper_setup_plans_every_method_attacked_on_every_task(exp, tmp_path, mo
             stage = plan[f"piggyback/{model}/{task}/finetune/s0"]
             assert stage.config["task"]["num_classes"] == num_classes
             assert str(tmp_path / "data") in stage.config["task"]["train"]
-    assert plan["dispose/gc"].labels == {"method": "gc", "lam": 0.5, "retain": "src-kd", "chunks": 4,
+    assert plan["dispose/gc"].model == {"method": "gc", "lam": 0.5, "retain": "src-kd", "chunks": 4,
                                          "chunking": "class", "kd_head": "target"}
     # One transfer stage feeds every disposal: a lam sweep reuses it.
-    assert {plan[name].inputs["transferred"] for name in DISPOSED} == {"transfer"}
+    assert {plan[name].inputs["released"] for name in DISPOSED} == {"transfer"}

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import torch
 
 from trd.losses import distillation_loss, frozen_teacher
+from trd.losses.disposal_step import DisposalStep, class_disjoint_order
 from trd.models import build_model
 from trd.models.source_view import WithSourceHead
-from trd.stages.dispose import DisposalStep, class_disjoint_order
 
 
 def test_class_disjoint_order_groups_classes_into_chunks():

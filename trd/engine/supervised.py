@@ -6,14 +6,13 @@ import torch.nn.functional as F
 
 from trd.engine.evaluation import accuracy
 from trd.engine.loop import train
-from trd.stages.common import build_test_loader, build_train_loader, make_engine
 
 
 def train_supervised(ctx, model: torch.nn.Module, role: dict, train_cfg: dict, role_name: str):
     """Trains model on role's train split (resuming from the stage checkpoint); returns (model, metrics)."""
-    loader = build_train_loader(ctx, role, train_cfg["batch_size"])
-    test_loader = build_test_loader(ctx, role)
-    engine = make_engine(ctx, model.to(ctx.device), train_cfg, loader.steps_per_epoch)
+    loader = ctx.train_loader(role, train_cfg["batch_size"])
+    test_loader = ctx.test_loader(role)
+    engine = ctx.engine(model.to(ctx.device), train_cfg, loader.steps_per_epoch)
 
     def step(engine, images, labels, global_step):
         return F.cross_entropy(engine(images), labels), {}

@@ -1,6 +1,6 @@
 """Runs one stage from its directory: the entry point of every job (submitit, srun or torchrun).
 
-    python -m trd.stages.runner <stage dir>      # under torchrun/srun, one process per rank
+    python -m trd.runner <stage dir>      # under torchrun/srun, one process per rank
 """
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from pathlib import Path
 import submitit
 import torch
 
-from trd.engine.atomic import read_json
+from trd import contract
+from trd.atomic import read_json
+from trd.engine.context import StageContext
 from trd.engine.distributed import barrier, detect_env, init_distributed, shutdown_distributed
 from trd.engine.host_memory import keep_freed_host_memory
 from trd.losses.finite import NonFiniteError
-from trd.metrics import DIVERGED, DONE, FAILED, RUNNING, read_metrics, write_metrics
-from trd.stages.base import SPEC_FILE, StageContext, get_stage
+from trd.metrics import read_metrics, write_metrics
+from trd.provenance import code_version
+from trd.stages import get_kind
 
 
 def _job_log() -> str | None:
@@ -30,22 +33,27 @@ def _job_log() -> str | None:
 
 def run_stage(stage_dir: str | Path) -> dict:
     stage_dir = Path(stage_dir)
-    spec = read_json(stage_dir / SPEC_FILE)
+    spec = read_json(stage_dir / contract.STAGE_FILE)
     if spec is None:
-        raise FileNotFoundError(f"{stage_dir / SPEC_FILE} is missing: plan the experiment with launch/submit.py first")
+        raise FileNotFoundError(f"{stage_dir / contract.STAGE_FILE} is missing: plan the experiment with "
+                                f"launch/submit.py first")
     done = read_metrics(stage_dir)
-    if done.get("status") == DONE:
+    if done.get("status") == contract.DONE:
         return done
+    kind = get_kind(spec["kind"])
+    if spec.get("kind_version") != kind.version:
+        raise RuntimeError(f"{stage_dir} was planned for version {spec.get('kind_version')} of stage kind "
+                           f"{kind.name}, this code has version {kind.version}: submit the experiment again to "
+                           f"replan it")
     env = detect_env()
     if not torch.cuda.is_available():
         # On CPU every step's tensors live in host memory: keep it, as CUDA's caching allocator would.
         keep_freed_host_memory()
     init_distributed(env)
-    ctx = StageContext(
-        kind=spec["kind"], name=spec["name"], config=spec["config"], dir=stage_dir,
-        inputs={role: Path(d) for role, d in spec["inputs"].items()}, env=env,
-    )
-    base = {"kind": ctx.kind, "stage": ctx.name, "hash": spec["hash"], **spec.get("labels", {})}
+    ctx = StageContext(kind=spec["kind"], name=spec["name"], config=spec["config"], dir=stage_dir,
+                       inputs={role: Path(d) for role, d in spec["inputs"].items()}, env=env)
+    base = {"kind": ctx.kind, "stage": ctx.name, "hash": spec["hash"], "code": code_version(),
+            contract.MODEL_LABELS: spec[contract.MODEL_LABELS], contract.ATTACK_LABELS: spec[contract.ATTACK_LABELS]}
     log_path = _job_log()
     resumed = ctx.ckpt.progress()
     if env.is_main and resumed is not None:
@@ -53,12 +61,12 @@ def run_stage(stage_dir: str | Path) -> dict:
         where = ", ".join(f"{key} {value}" for key, value in resumed.items())
         print(f"trd: {ctx.name} resumes from its checkpoint ({where})", file=sys.stderr, flush=True)
     if env.is_main:
-        write_metrics(stage_dir, {**base, "status": RUNNING, "log": log_path, "world_size": env.world_size})
+        write_metrics(stage_dir, {**base, "status": contract.RUNNING, "log": log_path, "world_size": env.world_size})
     start = time.time()
     try:
-        metrics = get_stage(ctx.kind)(ctx)
+        metrics = kind.run(ctx)
     except BaseException as exc:
-        status = DIVERGED if isinstance(exc, NonFiniteError) else FAILED
+        status = contract.DIVERGED if isinstance(exc, NonFiniteError) else contract.FAILED
         if env.is_main and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
             write_metrics(stage_dir, {**base, "status": status, "error": f"{type(exc).__name__}: {exc}",
                                       "log": log_path, "traceback": traceback.format_exc()})
@@ -66,7 +74,7 @@ def run_stage(stage_dir: str | Path) -> dict:
     finally:
         ctx.log.close()
     barrier()
-    result = {**base, **metrics, "status": DONE, "log": log_path, "world_size": env.world_size,
+    result = {**base, **metrics, "status": contract.DONE, "log": log_path, "world_size": env.world_size,
               "timings": {**metrics.get("timings", {}), "stage_seconds": round(time.time() - start, 2)}}
     if env.is_main:
         write_metrics(stage_dir, result)
@@ -88,7 +96,7 @@ class StageJob(submitit.helpers.Checkpointable):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m trd.stages.runner <stage dir>", file=sys.stderr)
+        print("usage: python -m trd.runner <stage dir>", file=sys.stderr)
         return 2
     os.environ.setdefault("TRD_STAGE_DIR", argv[0])
     run_stage(argv[0])

@@ -1,0 +1,114 @@
+"""One optimisation step of Disposable Transfer Learning (Koh et al., ICCV 2023) on a released model
+with its private source head:
+
+    L_DTL = (1 - lam) * L_retain + lam * L_unlearn
+
+L_unlearn (on source batches): gc / ngc (gradient collision), rand, unif, neg. L_retain: src-kd (distil the
+frozen released model on source data, through its source or its target head), tgt-kd, tgt-ce, or tgt-agem
+(target CE, with the unlearning gradient projected so that it never increases the target loss to first order).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from trd.losses.agem import agem_project
+from trd.losses.gradient_collision import gradient_collision_loss
+from trd.losses.objective import dtl_objective
+from trd.losses.retaining import RETAINING_LOSSES, retaining_loss
+from trd.losses.unlearning import UNLEARNING_LOSSES, unlearning_loss
+from trd.models.source_view import WithSourceHead
+
+COLLISION = ("gc", "ngc")
+UNLEARN = COLLISION + UNLEARNING_LOSSES
+RETAIN = RETAINING_LOSSES + ("tgt-agem",)
+CHUNKINGS = ("random", "class")
+KD_HEADS = ("source", "target")
+
+
+def class_disjoint_order(x, y, num_classes: int, generator: torch.Generator):
+    """The batch sorted by a fresh random order of the classes, so equal consecutive chunks hold (nearly)
+    disjoint groups of classes.
+
+    With random chunks E[g_m . g_n] = |grad L_source|^2, so GC is an estimate of the squared source gradient
+    and descending it pulls towards the source optimum; with class-disjoint chunks the pair term rewards
+    large, mutually cancelling per-class-group gradients instead (bench/README.md, GC disposal regime).
+    """
+    rank = torch.randperm(num_classes, generator=generator)[y.cpu()]
+    order = torch.sort(rank, stable=True).indices.to(y.device)
+    return x[order], y[order]
+
+
+def _params(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+class DisposalStep:
+    """One optimisation step of L_DTL; keeps running sums of what TensorBoard shows per epoch."""
+
+    def __init__(self, cfg: dict, teacher: WithSourceHead, target_batches, seed: int):
+        self.cfg, self.teacher, self.target_batches = cfg, teacher, target_batches
+        self.method, self.retain, self.lam = cfg["method"], cfg["retain"], float(cfg["lam"])
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def _unlearn(self, module: WithSourceHead, x, y):
+        if self.method in COLLISION and self.cfg.get("chunking", "random") == "class":
+            x, y = class_disjoint_order(x, y, module.source_head.out_features, self.generator)
+        if self.method in COLLISION:
+            # The engine's gradient all-reduce (an average over ranks) completes GC's gradient, so a step
+            # costs two parameter-sized all-reduces, as in the paper's Algorithm 1. A-GEM projects the
+            # whole unlearning gradient itself, so it needs GC's own reduction.
+            loss, stats = gradient_collision_loss(module.source, x, y, chunks=int(self.cfg["chunks"]),
+                                                  normalized=self.method == "ngc", return_stats=True,
+                                                  reduce_gradient=self.retain == "tgt-agem")
+            return loss, stats.as_floats()
+        return unlearning_loss(self.method, module.source(x), y, generator=self.generator), {}
+
+    def _retain(self, module: WithSourceHead, x_source):
+        if self.retain == "src-kd":
+            # kd_head=target keeps what the released model says about source images, not the source task itself.
+            view = (lambda m: m.source) if self.cfg.get("kd_head", "source") == "source" else (lambda m: m)
+            with torch.no_grad():
+                teacher_logits = view(self.teacher)(x_source)
+            return retaining_loss("src-kd", view(module)(x_source), teacher_logits=teacher_logits,
+                                  temperature=float(self.cfg["temperature"]))
+        x_t, y_t = (t.to(x_source.device) for t in next(self.target_batches))
+        if self.retain == "tgt-kd":
+            with torch.no_grad():
+                teacher_logits = self.teacher(x_t)
+            return retaining_loss("tgt-kd", module(x_t), teacher_logits=teacher_logits,
+                                  temperature=float(self.cfg["temperature"]))
+        return retaining_loss("tgt-ce", module(x_t), targets=y_t)
+
+    def __call__(self, engine, x, y, global_step):
+        module: WithSourceHead = engine.module
+        unlearn, stats = self._unlearn(module, x, y)
+        retain = self._retain(module, x)
+        loss = dtl_objective(retain, unlearn, self.lam)
+        scalars = {"retain": float(retain.detach()), "unlearn": float(unlearn.detach()), **stats}
+        for key, value in scalars.items():
+            self.sums[key] += value
+        self.count += 1
+        if self.retain != "tgt-agem":
+            return loss, scalars
+        # A-GEM: the unlearning gradient loses its component against the target gradient; the engine then
+        # receives the combined gradient through a surrogate whose gradient it is exactly.
+        params = _params(module)
+        g_retain = torch.autograd.grad(retain, params, allow_unused=True)
+        g_unlearn = torch.autograd.grad(unlearn, params, allow_unused=True)
+        zeros = [torch.zeros_like(p) for p in params]
+        g_retain = [g if g is not None else z for g, z in zip(g_retain, zeros)]
+        g_unlearn = [g if g is not None else z for g, z in zip(g_unlearn, zeros)]
+        projected = agem_project(g_unlearn, g_retain)
+        surrogate = sum(((1 - self.lam) * gr + self.lam * gu).mul(p).sum()
+                        for p, gr, gu in zip(params, g_retain, projected))
+        return surrogate, {**scalars, "loss": float(loss.detach())}
+
+    def epoch_means(self) -> dict[str, float]:
+        means = {f"loss/{k}": v / max(1, self.count) for k, v in self.sums.items()}
+        self.sums.clear()
+        self.count = 0
+        return means
