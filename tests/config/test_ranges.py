@@ -20,7 +20,7 @@ from trd.stages import discover
 REPO = Path(__file__).resolve().parents[2]
 DEMO = ["+exp=demo", "stages=[pretrain,transfer,dispose,evaluate,piggyback,mia,report]"]
 # Keys whose every value of their type is allowed: seeds, and a channel mean (any real number).
-UNBOUNDED = ("seed", "seeds", "fraction_seed", "mean")
+UNBOUNDED = ("seed", "seeds", "fraction_seed", "part_seed", "mean")
 # A dict of nodes is tried through the entry the demo has.
 DICT_ENTRY = {"piggyback.schemes": "finetune"}
 
@@ -98,7 +98,7 @@ def test_out_of_range_value_fails_at_submission_naming_the_key(tmp_path, key, ru
     (["transfer.mode=last_k", "transfer.k=99"], "transfer.k=99 is out of range: the model has 3 blocks"),
     (["transfer.mode=last_k", "transfer.k=null"], "transfer.mode=last_k needs transfer.k >= 1"),
     (["transfer.mode=probe"], "transfer.mode='probe' is not known: use one of full, last_k, linear"),
-    (["piggyback.schemes.finetune.mode=last_k", "piggyback.schemes.finetune.k=5"],
+    (["piggyback.schemes.finetune.mode=last_k", "+piggyback.schemes.finetune.k=5"],
      "piggyback.schemes.finetune.k=5 is out of range: the model has 3 blocks"),
     (["dispose.batch_size=30"], "dispose.batch_size=30 must split into 1 rank(s) x dispose.chunks=4 equal chunks"),
     (["dispose.methods=[]"], "dispose.methods is empty"),

@@ -10,29 +10,28 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, finish_stage, start_stage, submit
+from cli import REPO, finish_stage, start_stage, submit, train_briefly
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from trd.attacks.piggyback import summarise
 from trd.config import ConfigError
 from trd.data import build_loader
 from trd.experiment import plan_experiment
-from trd.losses.finite import NonFiniteError
 from trd.models import build_model, save_model
 
 pytestmark = pytest.mark.slow
 
-# A width-8 CNN attacked on a quarter of the piggyback data (150 images, 9 steps an epoch at batch 16), three
-# epochs at two learning rates and one no run survives, checkpoints every 4 steps so that a kill lands inside a
-# grid point.
-TASK = ('+data.piggyback.small={embedded: synth_piggyback, train: "${data.root}/synth_piggyback/train-{000000..000001}.tar", '
-        'test: "${data.root}/synth_piggyback/test-{000000..000001}.tar", num_classes: 10, image_size: 32, fraction: 0.25}')
-SCHEME = ("piggyback.schemes.finetune={mode: full, k: null, epochs: 3, batch_size: 16, augment: true, "
-          "checkpoint_every: 4, optim: {name: sgd, lr: [0.05, 0.01, 1.0e+6], momentum: 0.9, weight_decay: 0.0005, "
-          "schedule: cosine}}")
-BASE = ["+exp=demo", "stages=[piggyback]", TASK, "piggyback.tasks=[small]", SCHEME, "piggyback.scratch=false",
-        "+model.width=8"]
+# A width-8 CNN attacked on a quarter of the piggyback data (150 images: 120 to train on, 30 to validate; 7 steps
+# an epoch at batch 16), 45 steps with 3 evaluations at two learning rates and one no run survives, checkpoints
+# every 4 steps so that a kill lands inside a grid point; the grid as written (no extension).
+TASK = ('+data.piggyback.small={embedded: synth_piggyback, train: "${data.root}/synth_piggyback/32px/train-{000000..000001}.tar", '
+        'test: "${data.root}/synth_piggyback/32px/test-{000000..000001}.tar", num_classes: 10, image_size: 32, fraction: 0.25}')
+SCHEME = ("+piggyback.schemes.finetune={mode: full, k: null, steps: 45, evals: 3, batch_size: 16, augment: true, "
+          "checkpoint_every: 4, extend: null, optim: {name: sgd, lr: [0.05, 0.01, 1.0e+6], momentum: 0.9, "
+          "weight_decay: 0.0005, schedule: cosine}}")
+BASE = ["+exp=demo", "stages=[piggyback]", TASK, "piggyback.tasks=[small]", "~piggyback.schemes.finetune", SCHEME,
+        "~piggyback.schemes.linear",
+        "piggyback.scratch=false", "+model.width=8"]
 STAGE = "piggyback/mine/small/finetune/s0"
 
 
@@ -46,12 +45,7 @@ def user_model(tmp_path_factory, data_root) -> Path:
     model = build_model("cnn", num_classes=10, image_size=32, width=8)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     loader = build_loader({**role, "fraction": None}, "train", 32, train=True)
-    for epoch in range(3):
-        loader.set_epoch(epoch)
-        for images, labels in loader:
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(images), labels).backward()
-            optimizer.step()
+    train_briefly(model, loader, optimizer)
     path = tmp_path_factory.mktemp("model") / "released.safetensors"
     save_model(model, path)
     return path
@@ -90,8 +84,9 @@ def test_pl_metrics_name_the_attack_and_hold_every_curve(reference):
     assert m["status"] == "done" and m["model_labels"] == {"method": "user"}
     assert m["attack_labels"] == {"attacks": "mine", "task": "small", "scheme": "finetune", "seed": 0, "fraction": 0.25}
     assert [p["point"] for p in m["grid"]] == ["lr0.05", "lr0.01", "lr1e+06"]
-    assert all(p["status"] == "done" and len(p["curve"]) == 3 for p in m["grid"][:2])
-    assert m["train_samples"] == 150 and m["steps_per_epoch"] == 9
+    assert all(p["status"] == "done" and p["steps"] == [15, 30, 45] and len(p["val_curve"]) == 3 for p in m["grid"][:2])
+    assert m["train_samples"] == 120 and m["val_samples"] == 30 and m["steps_per_epoch"] == 7
+    assert m["budget"] == 45 and m["batch_size"] == 16
     # Fine-tuning learned something, so equal numbers below are not equal chance levels.
     assert max(max(p["curve"]) for p in m["grid"][:2]) > 2 * m["chance"]
 
@@ -107,10 +102,15 @@ def test_best_of_grid_is_at_least_every_grid_point_and_final_is_the_fixed_point(
     every = [acc for p in m["grid"] if p["status"] == "done" for acc in p["curve"]]
     assert m["acc_pl"]["best"] == max(every)
     assert all(m["acc_pl"]["best"] >= acc for acc in every)
-    assert m["acc_pl"]["final"] == m["grid"][0]["curve"][-1]  # the scheme's first learning rate, last epoch
+    assert m["acc_pl"]["final"] == m["grid"][0]["curve"][-1]  # the scheme's first learning rate, end of budget
     best = m["best_point"]
     point = next(p for p in m["grid"] if p["point"] == best["point"])
-    assert point["curve"][best["epoch"] - 1] == m["acc_pl"]["best"]
+    assert point["curve"][point["steps"].index(best["step"])] == m["acc_pl"]["best"]
+    selected = m["selected_point"]  # the honest attacker: best validation accuracy, its test accuracy
+    chosen = next(p for p in m["grid"] if p["point"] == selected["point"])
+    at = chosen["steps"].index(selected["step"])
+    assert chosen["val_curve"][at] == max(v for p in m["grid"] if p["status"] == "done" for v in p["val_curve"])
+    assert m["acc_pl"]["selected"] == chosen["curve"][at]
 
 
 def test_same_seed_same_accuracy_even_when_killed_mid_grid(tmp_path, data_root, user_model, reference):
@@ -138,17 +138,6 @@ def test_same_seed_same_accuracy_even_when_killed_mid_grid(tmp_path, data_root, 
     assert not any((stage / "grid").glob("*/checkpoint"))  # resume state dropped once each point is done
 
 
-def test_summary_leaves_diverged_points_out_and_never_counts_them_as_zero():
-    points = [{"point": "lr1", "lr": 1.0, "status": "diverged", "error": "non-finite loss", "curve": [0.3]},
-              {"point": "lr0.1", "lr": 0.1, "status": "done", "curve": [0.2, 0.4, 0.35]}]
-    summary = summarise(points)
-    assert summary["acc_pl"] == {"final": None, "best": 0.4}
-    assert summary["fixed_point"]["status"] == "diverged"
-    assert summary["best_point"] == {"point": "lr0.1", "lr": 0.1, "epoch": 2}
-    with pytest.raises(NonFiniteError, match="every grid point diverged"):
-        summarise(points[:1])
-
-
 @pytest.mark.parametrize("override, message", [
     ("piggyback.schemes.finetune.optim.lr=[]", "piggyback.schemes.finetune.optim.lr is empty: give at least one"),
     ("+piggyback.schemes.finetune.epochz=3", "unknown config key piggyback.schemes.finetune.epochz"),
@@ -158,6 +147,13 @@ def test_summary_leaves_diverged_points_out_and_never_counts_them_as_zero():
     ("data.piggyback.small.num_classes=7",
      "data.piggyback.small.num_classes=7 but its data (synth_piggyback) has 10 classes: set data.piggyback.small.num_classes=10"),
     ("piggyback.seeds=[]", "piggyback.seeds=[] must be a non-empty list of integers"),
+    ("+piggyback.schemes.finetune.epochs=3", "give the budget as piggyback.schemes.finetune.steps (optimiser steps) "
+                                            "or piggyback.schemes.finetune.epochs, one of them"),
+    ("piggyback.schemes.finetune.steps=0", "piggyback.schemes.finetune.steps=0 is out of range: it must be >= 1"),
+    ("piggyback.schemes.finetune.batch_size=0", "piggyback.schemes.finetune.batch_size=0 is out of range"),
+    ("piggyback.schemes.finetune.extend={lr_steps: 0}", "piggyback.schemes.finetune.extend.lr_steps=0 is out of range"),
+    ("piggyback.val_fraction=0.995", "piggyback.val_fraction=0.995 leaves none of the 150 training images"),
+    ("+piggyback.fractions=[0.5,1.5]", "piggyback.fractions=[0.5, 1.5] is out of range"),
 ])
 def test_bad_piggyback_config_is_a_one_line_error(tmp_path, data_root, override, message):
     with pytest.raises(ConfigError) as err:
@@ -192,4 +188,24 @@ def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, data_root):
 def test_stronger_attacker_group_plans(tmp_path, data_root):
     plan = _plan(tmp_path, data_root, "attack=grid", "piggyback.scratch=true")
     schemes = {s.attack["scheme"] for s in plan.of_kind("piggyback")}
-    assert schemes == {"finetune", "finetune_adam", "last2", "linear"}
+    assert schemes == {"finetune", "sgd", "adam", "last2"}  # BASE leaves the linear probe out
+
+
+def test_data_amounts_are_one_attack_each(tmp_path, data_root):
+    plan = _plan(tmp_path, data_root, "+piggyback.fractions=[0.1,0.5]", "piggyback.scratch=true")
+    attacks = {s.attack["task"]: s for s in plan.of_kind("piggyback")}
+    assert set(attacks) == {"small@0.1", "small@0.5"}
+    assert attacks["small@0.1"].attack["fraction"] == 0.1 and attacks["small@0.1"].config["task"]["fraction"] == 0.1
+    # The attacker's training and validation slices split what the fraction kept, without overlap.
+    assert attacks["small@0.5"].config["task"]["part"] == [0.0, 0.8]
+    assert attacks["small@0.5"].config["val_task"]["part"] == [0.8, 1.0]
+
+
+def test_a_batch_larger_than_the_attackers_data_is_clamped_to_it(tmp_path, data_root, user_model):
+    plan = _plan(tmp_path, data_root, f"+piggyback.models.mine={{path: {user_model}, method: user}}",
+                 "piggyback.schemes.finetune.batch_size=500", "piggyback.schemes.finetune.steps=3",
+                 "piggyback.schemes.finetune.optim.lr=[0.05]", "piggyback.val_fraction=0")
+    plan.write(tmp_path / "demo")
+    metrics = finish_stage(plan[STAGE].dir)
+    assert metrics["batch_size"] == 150 and metrics["steps_per_epoch"] == 1 and metrics["budget"] == 3
+    assert metrics["val_samples"] == 0 and metrics["acc_pl"]["selected"] is None

@@ -95,8 +95,8 @@ def test_failed_stage_is_reported_and_its_dependents_never_run(tmp_path, data_ro
     # data does not fit the model, found while training.
     from trd.data import ensure_role_shards
 
-    source = {"embedded": "synth_source", "train": f"{data_root}/synth_source/train-{{000000..000003}}.tar",
-              "test": f"{data_root}/synth_source/test-{{000000..000001}}.tar", "num_classes": 20, "image_size": 32}
+    source = {"embedded": "synth_source", "train": f"{data_root}/synth_source/32px/train-{{000000..000003}}.tar",
+              "test": f"{data_root}/synth_source/32px/test-{{000000..000001}}.tar", "num_classes": 20, "image_size": 32}
     ensure_role_shards(source)
     proc = submit("+exp=demo", f"out_root={tmp_path}", *CORE, "data.source.embedded=null",
                   "data.source.num_classes=5", data_root=data_root, check=False)

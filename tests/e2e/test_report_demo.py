@@ -15,12 +15,14 @@ from trd.report.cells import dig
 
 pytestmark = pytest.mark.slow
 
-# A quarter of the source data, half the piggyback data, one epoch of the paper scheme alone and a few hundred MIA
-# samples: the pipeline's shape, not its accuracy (learning-rate grids are tested in test_piggyback_stage.py,
-# best-of-grid over schemes in tests/report). The piggyback fraction also puts `fraction` into the PL labels.
+# A quarter of the source data, half the piggyback data, 30 steps of one scheme at one point and a few hundred MIA
+# samples: the pipeline's shape, not its accuracy (grids are tested in test_piggyback_stage.py and
+# tests/attacks, best-of-grid over schemes in tests/report). The piggyback fraction also puts `fraction` into the
+# PL labels.
 # Disposal by RAND only: a disposed model with a lam label at a fraction of GC's cost (tests/e2e/test_dispose_cli.py
 # covers GC itself).
-SMALL = ["+data.source.fraction=0.25", "+data.piggyback.synth.fraction=0.5", "piggyback.schemes.finetune.epochs=1",
+SMALL = ["+data.source.fraction=0.25", "data.piggyback.synth.fraction=0.5", "piggyback.schemes.finetune.steps=30",
+         "piggyback.schemes.finetune.evals=2", "piggyback.schemes.finetune.extend=null",
          "piggyback.schemes.finetune.optim.lr=[0.05]", "~piggyback.schemes.linear", "mia.max_samples=200",
          "dispose.epochs=1", "dispose.methods=[rand]"]
 ATTACKS = {"loss", "confidence", "entropy", "modified_entropy", "classifier"}
@@ -54,7 +56,7 @@ def test_every_released_model_and_scratch_is_attacked(demo):
         assert m["status"] == "done" and a["task"] == "synth" and a["seed"] == 0 and a["fraction"] == 0.5
         assert m["model_labels"] == ({"method": "scratch"} if a["attacks"] == "scratch"
                                      else metrics[a["attacks"]]["model_labels"])
-        assert len(m["grid"]) == 1 and len(m["grid"][0]["curve"]) == 1  # grids: test_piggyback_stage.py
+        assert len(m["grid"]) == 1 and m["grid"][0]["steps"] == [15, 30]  # grids: test_piggyback_stage.py
         assert m["acc_pl"]["best"] >= m["acc_pl"]["final"] == m["grid"][0]["curve"][-1]
 
 
@@ -76,10 +78,12 @@ def test_report_is_the_last_job_and_every_cell_is_traceable(demo):
     assert set(plan["report"]["inputs"]) == {n for n, s in plan.items() if s["kind"] in ("evaluate", "piggyback", "mia")}
     by_path = {str(Path(s["dir"]) / "metrics.json"): metrics[n] for n, s in plan.items()}
     checked = 0
-    for table in ("table1", "worst_case", "table3", "piggyback", "mia"):
+    for table in ("table1", "worst_case", "honest", "table3", "piggyback", "mia"):
         for row in _csv(exp, table):
             if row["status"] != "ok":
-                assert row["status"] in ("n/a", "skipped"), row  # nothing failed in this run
+                # Nothing failed in this run; with one epoch of pretraining TL may give an attacker no measurable
+                # head start over scratch, which makes the disposal ratios undefined (tests/report has their math).
+                assert row["status"] in ("n/a", "skipped", "undefined"), row
                 continue
             sources = row["sources"].split(";")
             assert all(s in by_path and by_path[s]["status"] == "done" for s in sources), row
@@ -89,20 +93,20 @@ def test_report_is_the_last_job_and_every_cell_is_traceable(demo):
                 checked += 1
     assert checked >= 10
     t1 = {(r["row"], r["column"]): r for r in _csv(exp, "table1")}
-    assert float(t1[("tl", "disposal ratio synth")]["value"]) == 0.0
-    assert float(t1[("scratch", "disposal ratio synth")]["value"]) == 1.0
+    for model, ratio in (("tl", 0.0), ("scratch", 1.0)):
+        cell = t1[(model, "disposal ratio synth")]
+        assert cell["status"] == "undefined" or float(cell["value"]) == ratio, cell
     t3 = {(r["row"], r["column"]): float(r["value"]) for r in _csv(exp, "table3") if r["value"]}
     assert float(t1[("tl", "ΔAcc_t vs TGT")]["value"]) == pytest.approx(t3[("tl", "Acc_t")] - t3[("tgt", "Acc_t")])
-    assert {p.name for p in (exp / "report").glob("*.png")} == {"curves_synth_finetune.png", "fraction_finetune.png",
-                                                              "lam_sweep_synth.png"}
+    assert {p.name for p in (exp / "report").glob("*.png")} == {"curves_synth_finetune.png", "lam_sweep_synth.png"}
     assert any(r["row"].startswith("rand ") and "lam=" in r["row"] for r in _csv(exp, "table1"))  # a disposed model
 
 
 def test_failed_pl_job_is_reported_as_failed(demo, data_root):
     out, _, _ = demo
     # The piggyback data with num_classes=5: its labels 5..9 do not fit, found when the job reads the shards.
-    bad = ("+data.piggyback.bad={train: '${data.root}/synth_piggyback/train-{000000..000001}.tar', "
-           "test: '${data.root}/synth_piggyback/test-{000000..000001}.tar', num_classes: 5, image_size: 32}")
+    bad = ("+data.piggyback.bad={train: '${data.root}/synth_piggyback/32px/train-{000000..000001}.tar', "
+           "test: '${data.root}/synth_piggyback/32px/test-{000000..000001}.tar', num_classes: 5, image_size: 32}")
     proc = submit("+exp=demo", f"out_root={out}", "name=other", *FAST, *SMALL, bad,
                   "piggyback.tasks=[synth,bad]", data_root=data_root, check=False)
     assert proc.returncode == 1

@@ -38,11 +38,12 @@ class Batches:
         return self.iter_from(0)
 
 
-def _engine(env):
+def _engine(env, zero_stage: int = 0):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 3))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    return build_engine(model, optimizer, None, {"zero_stage": 0, "precision": "fp32"}, micro_batch=BATCH, env=env)
+    return build_engine(model, optimizer, None, {"zero_stage": zero_stage, "precision": "fp32"}, micro_batch=BATCH,
+                        env=env)
 
 
 def _ce(engine, x, y, step):
@@ -89,20 +90,6 @@ def test_a_non_finite_loss_stops_the_loop(tmp_path, process_group):
         _run(tmp_path, process_group, nan)
 
 
-def test_checkpoints_keep_one_complete_tag_and_are_removed_at_the_end(tmp_path, process_group):
-    env = process_group
-    engine = _engine(env)
-    ckpt = CheckpointManager(tmp_path, env)
-    assert ckpt.progress() is None and ckpt.load(engine) is None
-    ckpt.save(engine, {"epoch": 0, "step": 2, "global_step": 2})
-    ckpt.save(engine, {"epoch": 0, "step": 4, "global_step": 4})
-    tags = sorted(p.name for p in (tmp_path / "checkpoint").iterdir() if p.is_dir())
-    assert tags == ["step000000004"]
-    assert ckpt.load(_engine(env)) == {"epoch": 0, "step": 4, "global_step": 4}
-    ckpt.remove()
-    assert not (tmp_path / "checkpoint").exists()
-
-
 def test_the_grid_runs_each_point_once_and_resumes_by_point(tmp_path, process_group):
     ran = []
 
@@ -122,3 +109,25 @@ def test_the_grid_runs_each_point_once_and_resumes_by_point(tmp_path, process_gr
     assert results == [{"point": "a", "lr": 0.1, "acc": 1.0}, {"point": "b", "lr": 0.2, "acc": 2.0}]
     with pytest.raises(ValueError, match="distinct names"):
         run_grid(tmp_path, process_group, [points[0], points[0]], run_point)
+
+
+def test_a_step_budget_ends_mid_epoch_evaluates_where_asked_and_resumes_past_its_end(tmp_path, process_group):
+    env = process_group
+    seen = []
+    engine = _engine(env)
+    kwargs = dict(max_steps=7, ckpt=CheckpointManager(tmp_path, env), log=StageLogger(tmp_path, env), env=env, seed=0,
+                  evaluate_at={3, 7}, on_evaluate=lambda step: seen.append(step) or {})
+    progress = train(engine, Batches(), _ce, **kwargs)
+    assert progress == {"epoch": 1, "step": 2, "global_step": 7} and seen == [3, 7]
+    before = [p.detach().clone() for p in engine.module.parameters()]
+    again = _engine(env)
+    assert train(again, Batches(), _ce, **kwargs)["global_step"] == 7  # a requeued finished run does nothing
+    assert seen == [3, 7]
+    assert all(torch.equal(a, b) for a, b in zip(before, again.module.parameters()))
+    with pytest.raises(ValueError, match="epochs or max_steps"):
+        train(engine, Batches(), _ce, epochs=1, **kwargs)
+
+
+def test_a_run_of_no_optimiser_step_is_an_error_not_a_trained_model(tmp_path, process_group):
+    with pytest.raises(ValueError, match="ran no optimiser step"):
+        _run(tmp_path, process_group, epochs=0)

@@ -15,6 +15,13 @@ def test_cosine_with_warmup():
     assert lr_factor(10, 10, cfg) == pytest.approx(0.0)
 
 
+def test_warmup_as_a_fraction_of_the_run():
+    cfg = {"schedule": "cosine", "warmup_fraction": 0.2}
+    assert [round(lr_factor(s, 10, cfg), 6) for s in (0, 1)] == [0.5, 1.0]  # 2 warm-up steps of 10
+    assert lr_factor(10, 10, cfg) == pytest.approx(0.0)
+    assert lr_factor(0, 1000, cfg) == pytest.approx(1 / 200)
+
+
 def test_step_schedule_and_constant():
     cfg = {"schedule": "step", "milestones": [0.5], "gamma": 0.1}
     assert lr_factor(4, 10, cfg) == 1.0 and lr_factor(5, 10, cfg) == pytest.approx(0.1)

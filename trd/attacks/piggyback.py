@@ -2,17 +2,19 @@
 a task of their own, at one point of their settings (learning rate, ...), evaluated after every epoch.
 
 One run (`attack_point`) starts from the released weights (or a random init: the scratch reference) and the
-same new head at every point; `summarise` turns the points' learning curves into the attacker's accuracy.
+same new head at every point of the attacker's grid (trd.attacks.grid_search), and trains for a budget of
+optimiser steps with test and validation accuracy at evaluation points spread over it.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from trd.atomic import atomic_write_json, read_json
+from trd.atomic import atomic_write_json, file_sha256, read_json
 from trd.engine.checkpoint import CheckpointManager
 from trd.engine.evaluation import accuracy
 from trd.engine.loop import train
@@ -22,16 +24,6 @@ from trd.models.registry import build_from_config
 from trd.models.release import released_model_path
 
 CURVE_FILE = "curve.json"
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def attacker_model(model_cfg: dict, attacked: dict, task: dict, mode: str, k: int | None, seed: int,
@@ -65,15 +57,33 @@ def frozen_modules(model, mode: str, k: int | None) -> list[torch.nn.Module]:
     return blocks + [model.neck] if mode == "linear" else blocks[:-k]
 
 
-def attack_point(ctx, model: torch.nn.Module, train_cfg: dict, loader, test_loader, point_dir: Path) -> dict:
-    """Fine-tunes model at one point (train_cfg: mode, k, epochs, batch_size, optim with one lr, ...), test
-    accuracy after every epoch; resumable from point_dir. A non-finite loss ends it as diverged."""
+def evaluation_steps(budget: int, evals: int) -> list[int]:
+    """evals points spread evenly over a budget of optimiser steps, the last at its end."""
+    return sorted({max(1, round(i * budget / evals)) for i in range(1, evals + 1)})
+
+
+@dataclass
+class AttackData:
+    """The attacker's data: training batches (with or without augmentation), the task's test split, a validation
+    slice of the attacker's own data (None without one) and its training data read once without augmentation
+    (how well the attack fitted it)."""
+    train: Callable[[bool], object]
+    test: object
+    val: object | None
+    fit: object
+
+
+def attack_point(ctx, model: torch.nn.Module, run: dict, data: AttackData, point_dir: Path) -> dict:
+    """Fine-tunes model at one grid point for run["budget"] optimiser steps (run: mode, k, batch_size, optim with
+    one lr and weight decay, augment, grad_clip, checkpoint_every, budget, eval_steps); test (and validation)
+    accuracy at every evaluation step; resumable from point_dir. A non-finite loss ends it as diverged."""
     model = model.to(ctx.device)
-    frozen = frozen_modules(model, train_cfg["mode"], train_cfg["k"])
-    engine = ctx.engine(model, train_cfg, loader.steps_per_epoch)
+    frozen = frozen_modules(model, run["mode"], run["k"])
+    loader = data.train(run["augment"])
+    engine = ctx.engine(model, run, total_steps=run["budget"])
     ckpt = CheckpointManager(point_dir, ctx.env)
-    # Epoch accuracies outlive a requeue: epochs before the last checkpoint are not recomputed on resume.
-    curve: dict[str, float] = read_json(point_dir / CURVE_FILE, default={})
+    # Evaluations outlive a requeue: those before the last checkpoint are not recomputed on resume.
+    curve: dict[str, dict] = read_json(point_dir / CURVE_FILE, default={})
     name = point_dir.name
 
     def step(engine, images, labels, global_step):
@@ -81,43 +91,26 @@ def attack_point(ctx, model: torch.nn.Module, train_cfg: dict, loader, test_load
             module.eval()
         return F.cross_entropy(engine(images), labels), {}
 
-    def on_epoch_end(epoch: int) -> dict:
-        curve[str(epoch)] = accuracy(engine.module, test_loader, ctx.device)
+    def on_evaluate(global_step: int) -> dict:
+        point = {"test": accuracy(engine.module, data.test, ctx.device)}
+        if data.val is not None:
+            point["val"] = accuracy(engine.module, data.val, ctx.device)
+        curve[str(global_step)] = point
         if ctx.env.is_main:
             atomic_write_json(point_dir / CURVE_FILE, curve)
-        return {f"acc_pl/{name}": curve[str(epoch)]}
+        return {f"acc_pl/{name}/{key}": value for key, value in point.items()}
 
-    epochs = int(train_cfg["epochs"])
+    steps = list(run["eval_steps"])
     try:
-        progress = train(engine, loader, step, epochs=epochs, ckpt=ckpt, log=ctx.log, env=ctx.env,
-                         seed=ctx.config["seed"], checkpoint_every=int(train_cfg.get("checkpoint_every") or 0),
-                         on_epoch_end=on_epoch_end, desc=name)
-        result = {"status": "done", "curve": [curve[str(e)] for e in range(1, epochs + 1)],
-                  "steps": progress["global_step"]}
+        train(engine, loader, step, max_steps=run["budget"], ckpt=ckpt, log=ctx.log, env=ctx.env,
+              seed=ctx.config["seed"], checkpoint_every=int(run.get("checkpoint_every") or 0),
+              evaluate_at=set(steps), on_evaluate=on_evaluate, desc=name)
     except NonFiniteError as err:
-        result = {"status": "diverged", "error": str(err),
-                  "curve": [curve[str(e)] for e in range(1, epochs + 1) if str(e) in curve]}
+        reached = [s for s in steps if str(s) in curve]
+        return {"status": "diverged", "error": str(err), "steps": reached,
+                "curve": [curve[str(s)]["test"] for s in reached]}
+    result = {"status": "done", "steps": steps, "curve": [curve[str(s)]["test"] for s in steps],
+              "train_acc": accuracy(engine.module, data.fit, ctx.device)}
+    if data.val is not None:
+        result["val_curve"] = [curve[str(s)]["val"] for s in steps]
     return result
-
-
-def summarise(points: list[dict]) -> dict:
-    """The attacker's accuracy from a grid's results; points[0] is the fixed point.
-
-    final: test accuracy after the last epoch of the fixed point (what an attacker who runs the scheme as
-    written gets); null when it diverged. best: the highest test accuracy over every point that did not
-    diverge and every epoch: chosen on the test set, an upper bound on any attacker of this grid (best-of-grid).
-    A diverged point is left out, never counted as 0%; if every point diverged the attack itself is diverged."""
-    usable = [p for p in points if p["status"] == "done"]
-    if not usable:
-        raise NonFiniteError("every grid point diverged: " + "; ".join(f"{p['point']}: {p['error']}" for p in points))
-    best_acc, best_point, best_epoch = -math.inf, None, None
-    for p in usable:
-        for epoch, acc in enumerate(p["curve"], start=1):
-            if acc > best_acc:
-                best_acc, best_point, best_epoch = acc, p, epoch
-    fixed = points[0]
-    return {
-        "acc_pl": {"final": fixed["curve"][-1] if fixed["status"] == "done" else None, "best": best_acc},
-        "fixed_point": {"point": fixed["point"], "lr": fixed["lr"], "status": fixed["status"]},
-        "best_point": {"point": best_point["point"], "lr": best_point["lr"], "epoch": best_epoch},
-    }

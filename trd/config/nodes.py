@@ -5,7 +5,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from trd.config.errors import ConfigError
-from trd.config.schema import at_least, each, knob, one_of, parse, plain, positive, to_data, within
+from trd.config.schema import (
+    at_least,
+    each,
+    knob,
+    one_of,
+    parse,
+    plain,
+    positive,
+    to_data,
+    within,
+)
 from trd.models.base import TRAINABLE_MODES
 from trd.models.registry import block_count
 
@@ -23,6 +33,7 @@ class OptimConfig:
     betas: list[float] = knob([0.9, 0.999], each(within(0, 1, high_open=True)))
     schedule: str = knob("constant", one_of(*SCHEDULES))
     warmup_steps: int = knob(0, at_least(0))
+    warmup_fraction: float = knob(0.0, within(0, 1, high_open=True))  # warm-up as a share of the run's steps
     min_lr_ratio: float = knob(0.0, within(0, 1))
     milestones: list[float] = knob([0.5, 0.75], each(within(0, 1)))
     gamma: float = knob(0.1, within(0, 1, low_open=True))
@@ -30,6 +41,9 @@ class OptimConfig:
     def check(self, where: str) -> None:
         if len(self.betas) != 2:
             raise ConfigError(f"{where}.betas={self.betas} must hold two numbers, e.g. [0.9, 0.999]")
+        if self.warmup_steps and self.warmup_fraction:
+            raise ConfigError(f"{where}.warmup_steps={self.warmup_steps} and {where}.warmup_fraction="
+                              f"{self.warmup_fraction} both set the warm-up: keep one")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What a split contains after policy: usable samples per shard, the ``fraction`` subset, corrupt skips."""
+"""What a split contains after policy: usable samples per shard, the ``fraction`` subset, the ``part`` slice,
+corrupt skips."""
 
 from __future__ import annotations
 
@@ -42,6 +43,17 @@ def balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
     return mask
 
 
+def part_mask(kept: np.ndarray, part: list[float], seed: int) -> np.ndarray:
+    """Boolean mask keeping, of the samples kept so far, positions [floor(a n), floor(b n)) of a permutation of
+    them seeded by seed: slices with a shared seed and no overlap in [a, b) never share a sample."""
+    index = np.flatnonzero(kept)
+    order = index[np.random.default_rng([seed, 0x9A27]).permutation(len(index))]
+    low, high = (int(np.floor(bound * len(index) + 1e-9)) for bound in part)
+    mask = np.zeros(len(kept), dtype=bool)
+    mask[order[low:high]] = True
+    return mask
+
+
 def _check_labels(index: ShardIndex, num_classes: int) -> None:
     labels = np.asarray(index.labels, dtype=np.int64)
     out = np.flatnonzero((labels < 0) | (labels >= num_classes))
@@ -81,6 +93,11 @@ def build_catalog(spec: RoleSpec, split: str, skip_corrupt: bool) -> Catalog:
         mask = balanced_subset(labels, spec.fraction, spec.fraction_seed)
     else:
         mask = None
+    if split == "train" and spec.part is not None:
+        mask = part_mask(np.ones(len(labels), bool) if mask is None else mask, spec.part, spec.part_seed)
+        if not mask.any():
+            raise DataError(f"part={spec.part} of the {len(labels)} train samples of '{spec.train}' is empty: "
+                            f"widen the slice")
 
     kept_urls, counts, keep = [], [], []
     start = 0

@@ -26,8 +26,11 @@ def _triple(value, key: str) -> tuple[float, float, float]:
 @dataclass(frozen=True)
 class RoleSpec:
     """train, test: shard brace patterns; fraction: class-balanced share of the train split (deterministic by
-    fraction_seed); embedded: a name in trd.data.EMBEDDED, generated at the patterns when missing; mean, std:
-    one number or three; augment: random crop + flip for train loaders; shuffle_buffer: samples."""
+    fraction_seed); part: [a, b], the slice from a to b of a permutation (seeded by part_seed) of what is left
+    of the train split, so disjoint slices of one split can serve different users (the defender's and the
+    attacker's data, an attacker's training and validation data); embedded: a name in trd.data.EMBEDDED,
+    generated at the patterns when missing; mean, std: one number or three; augment: random crop + flip for
+    train loaders; shuffle_buffer: samples."""
 
     train: str
     test: str
@@ -35,6 +38,8 @@ class RoleSpec:
     image_size: int = knob(rule=at_least(4))
     fraction: float | None = knob(None, within(0, 1, low_open=True))
     fraction_seed: int = 0
+    part: list[float] | None = knob(None, each(within(0, 1)))
+    part_seed: int = 0
     embedded: str | None = None
     mean: float | list[float] = 0.5
     std: float | list[float] = knob(0.5, each(positive()))
@@ -42,6 +47,8 @@ class RoleSpec:
     shuffle_buffer: int = knob(1000, at_least(1))
 
     def check(self, where: str) -> None:
+        if self.part is not None and (len(self.part) != 2 or not self.part[0] < self.part[1]):
+            raise ConfigError(f"{where}.part={self.part} must be [a, b] with 0 <= a < b <= 1, e.g. [0.8, 1.0]")
         object.__setattr__(self, "mean", _triple(self.mean, f"{where}.mean"))
         object.__setattr__(self, "std", _triple(self.std, f"{where}.std"))
 
@@ -49,6 +56,12 @@ class RoleSpec:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         return getattr(self, split)
+
+
+def sub_part(part: list[float] | None, inner: list[float]) -> list[float]:
+    """The slice `inner` of the slice `part` (None: the whole split), as one slice of the split."""
+    low, high = part or (0.0, 1.0)
+    return [low + (high - low) * inner[0], low + (high - low) * inner[1]]
 
 
 def parse_role(role, where: str = "data role") -> RoleSpec:

@@ -54,15 +54,22 @@ class StageContext:
         return self._loader(role, "train", batch_size // self.env.world_size, train=True)
 
     def test_loader(self, role: dict, batch_size: int = 256):
-        return self._loader(role, "test", batch_size, train=False)
+        return self.eval_loader(role, "test", batch_size)
 
-    def engine(self, model: torch.nn.Module, train: dict, steps_per_epoch: int):
-        """A DeepSpeed engine for model with train's optimiser and schedule (train: a TrainConfig as data)."""
+    def eval_loader(self, role: dict, split: str, batch_size: int = 256):
+        """Every sample of role's split once, in a fixed order, without augmentation."""
+        return self._loader(role, split, batch_size, train=False)
+
+    def engine(self, model: torch.nn.Module, train: dict, steps_per_epoch: int | None = None,
+               total_steps: int | None = None):
+        """A DeepSpeed engine for model with train's optimiser and a schedule over train's epochs of
+        steps_per_epoch, or over total_steps (train: a TrainConfig as data)."""
         from trd.engine.deepspeed_engine import build_engine
         from trd.engine.optim import build_optimizer, build_scheduler
 
         optimizer = build_optimizer(model.parameters(), train["optim"])
-        scheduler = build_scheduler(optimizer, train["optim"], total_steps=train["epochs"] * steps_per_epoch)
+        total = total_steps if total_steps is not None else train["epochs"] * steps_per_epoch
+        scheduler = build_scheduler(optimizer, train["optim"], total_steps=total)
         return build_engine(model, optimizer, scheduler, self.config["deepspeed"],
                             micro_batch=train["batch_size"] // self.env.world_size, env=self.env,
                             grad_clip=float(train.get("grad_clip", 0.0)))

@@ -7,6 +7,7 @@ uninterrupted run would have taken.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Callable
 
 import torch
@@ -35,22 +36,32 @@ def train(
     loader,
     step_fn: StepFn,
     *,
-    epochs: int,
+    epochs: int | None = None,
+    max_steps: int | None = None,
     ckpt: CheckpointManager,
     log: StageLogger,
     env: DistEnv,
     seed: int,
     checkpoint_every: int = 0,
     on_epoch_end: Callable[[int], dict] | None = None,
+    evaluate_at: Collection[int] = (),
+    on_evaluate: Callable[[int], dict] | None = None,
     desc: str = "train",
 ) -> dict:
-    """Runs epochs of step_fn (forward + loss) -> backward -> engine.step, resuming from ckpt if present.
+    """Runs step_fn (forward + loss) -> backward -> engine.step for `epochs` epochs or `max_steps` optimiser
+    steps (a step budget, which may end mid-epoch), resuming from ckpt if present.
 
-    step_fn(engine, images, labels, global_step) returns (loss, scalars to log).
-    Returns the final progress dict.
+    step_fn(engine, images, labels, global_step) returns (loss, scalars to log); on_evaluate(global_step) runs
+    after each step listed in evaluate_at and returns scalars to log. Returns the final progress dict.
     """
+    if (epochs is None) == (max_steps is None):
+        raise ValueError("train() takes epochs or max_steps, one of them")
+    if max_steps is not None:
+        epochs = -(-max_steps // loader.steps_per_epoch)
     progress = ckpt.load(engine) or {"epoch": 0, "step": 0, "global_step": 0}
     epoch, start_step, global_step = progress["epoch"], progress["step"], progress["global_step"]
+    if max_steps is not None and global_step >= max_steps:
+        return progress
     device = engine.device
     zero_stage = engine.zero_optimization_stage()
     while epoch < epochs:
@@ -76,11 +87,21 @@ def train(
                 log.scalars({"loss": float(loss.detach()), **scalars}, global_step, prefix=f"{desc}/")
                 log.scalar(f"{desc}/lr", engine.get_lr()[0], global_step)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if checkpoint_every and global_step % checkpoint_every == 0 and step + 1 < loader.steps_per_epoch:
+            if global_step in evaluate_at and on_evaluate is not None:
+                log.scalars(on_evaluate(global_step), global_step, prefix="eval/")
+            budget_spent = max_steps is not None and global_step == max_steps
+            if step + 1 < loader.steps_per_epoch and (
+                    budget_spent or (checkpoint_every and global_step % checkpoint_every == 0)):
                 ckpt.save(engine, {"epoch": epoch, "step": step + 1, "global_step": global_step})
+            if budget_spent and step + 1 < loader.steps_per_epoch:
+                bar.close()
+                return {"epoch": epoch, "step": step + 1, "global_step": global_step}
         bar.close()
         epoch, start_step = epoch + 1, 0
         if on_epoch_end is not None:
             log.scalars(on_epoch_end(epoch), epoch, prefix="epoch/")
         ckpt.save(engine, {"epoch": epoch, "step": 0, "global_step": global_step})
+    if global_step == 0:  # an untrained model is never passed on as trained
+        raise ValueError(f"{desc} ran no optimiser step ({epochs} epochs of {loader.steps_per_epoch} steps): give it "
+                         f"at least one epoch of at least one batch")
     return {"epoch": epoch, "step": 0, "global_step": global_step}

@@ -30,8 +30,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping) -> torch
 
 
 def lr_factor(step: int, total_steps: int, cfg: Mapping) -> float:
-    """Multiplier of the base lr at a given optimiser step: linear warm-up, then the schedule."""
-    warmup = int(cfg.get("warmup_steps", 0))
+    """Multiplier of the base lr at a given optimiser step: linear warm-up (warmup_steps, or warmup_fraction of
+    total_steps), then the schedule over the remaining steps."""
+    warmup = int(cfg.get("warmup_steps", 0)) or int(round(float(cfg.get("warmup_fraction", 0.0)) * total_steps))
     if warmup and step < warmup:
         return (step + 1) / warmup
     schedule = str(cfg.get("schedule", "constant"))

@@ -14,8 +14,11 @@ from trd.report.records import Record
 
 OK = "ok"
 NOT_APPLICABLE = "n/a"
+NOT_SATURATED = "attacker not saturated"
+MARKS = {NOT_SATURATED: " †"}
 # Worst first: a cell combining several stages shows the worst of their states.
-STATUS_ORDER = ("failed", "diverged", "running", "pending", "skipped", NOT_APPLICABLE, OK)
+UNDEFINED = "undefined"
+STATUS_ORDER = ("failed", "diverged", "running", "pending", "skipped", UNDEFINED, NOT_APPLICABLE, OK)
 
 
 def worst(statuses: Iterable[str]) -> str:
@@ -31,14 +34,22 @@ class Cell:
     field: str = ""  # what was read from each metrics.json, or how the number was combined
     sources: tuple[str, ...] = ()  # metrics.json paths
     note: str = ""  # why a cell has no number (the first error)
-    unit: str = "acc"  # acc: an accuracy, shown in %; delta: a difference of accuracies, signed %; ratio: as is
+    unit: str = "acc"  # acc: an accuracy, in %; delta: a difference of accuracies, signed %; ratio, count: as is
+    flags: tuple[str, ...] = ()  # caveats shown beside the number: NOT_SATURATED
+    se: float | None = None  # standard error of the value from the test sets' sizes (binomial), where known
 
     def text(self) -> str:
         if self.status != OK:
             return self.status
+        if self.unit == "count":
+            return f"{self.value:g}" if not self.std else f"{self.value:g} ± {self.std:.1f}"
         scale, digits = (1.0, 3) if self.unit == "ratio" else (100.0, 2)
         number = f"{self.value * scale:{'+' if self.unit == 'delta' else ''}.{digits}f}"
-        return number if self.std is None else f"{number} ± {self.std * scale:.{digits}f}"
+        if self.std is not None:
+            number = f"{number} ± {self.std * scale:.{digits}f}"
+        elif self.se is not None and self.unit in ("acc", "delta"):
+            number = f"{number} (SE {self.se * scale:.{digits}f})"
+        return number + "".join(MARKS[f] for f in self.flags)
 
 
 def missing(note: str, unit: str = "acc") -> Cell:
@@ -66,12 +77,27 @@ def _sources(*groups: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for group in groups for s in group))
 
 
+def _unsaturated(record: Record) -> bool:
+    return (record.metrics.get("saturation") or {}).get("saturated") is False
+
+
+def binomial_se(accuracy: float, samples: int | None) -> float | None:
+    """The standard error of an accuracy measured on `samples` test images: sqrt(p (1 - p) / n)."""
+    if not samples:
+        return None
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / samples)
+
+
 def aggregate(records: list[Record], field: str, group: Callable[[Record], object] | None = None,
-              unit: str = "acc", absent: str = "no such stage in this experiment", if_null: str | None = None) -> Cell:
-    """Mean +- std over seeds of dig(metrics, field). With group, records of one group (one seed's attacks by
-    several schemes) first reduce to their maximum: the attacker's best of them. A finished stage without the
-    number is if_null (e.g. n/a for a model without a source head); by default skipped when its metrics
-    say it skipped, else diverged (a PL job whose fixed point diverged has acc_pl.final null)."""
+              unit: str = "acc", absent: str = "no such stage in this experiment", if_null: str | None = None,
+              choose_by: str | None = None, samples: str | None = None) -> Cell:
+    """Mean +- std over replicates of dig(metrics, field). With group, the records of one group (one model's
+    attacks by several schemes and seeds) first reduce to one: the one with the highest `field`, or with the
+    highest `choose_by` (a validation accuracy: what an attacker who never sees the test set picks). A finished
+    stage without the number is if_null (e.g. n/a for a model without a source head); by default skipped when
+    its metrics say it skipped, else diverged (a PL job whose fixed point diverged has acc_pl.final null). A
+    number taken from an attack that did not saturate is flagged: it is a lower bound on that attacker. samples
+    names the metrics field of the test set's size: the mean then carries its binomial standard error."""
     if not records:
         return missing(absent, unit)
     sources = _sources(r.metrics_path for r in records)
@@ -87,15 +113,23 @@ def aggregate(records: list[Record], field: str, group: Callable[[Record], objec
         status = if_null or ("skipped" if r.metrics.get("skipped") else "diverged")
         return Cell(status=status, field=field, sources=sources, n=len(records), unit=unit,
                     note=f"{r.name}: {r.metrics.get('skipped') or f'{field} is null'}")
+    chosen = list(zip(records, values))
     if group is not None:
-        best: dict[object, float] = {}
-        for r, v in zip(records, values):
+        by_group: dict[object, tuple[float, Record, float]] = {}
+        for r, v in chosen:
+            score = float(v) if choose_by is None else float(dig(r.metrics, choose_by) or -math.inf)
             key = group(r)
-            best[key] = max(best.get(key, -math.inf), float(v))
-        values = list(best.values())
-        field = f"max over schemes of {field}"
-    mean, std = mean_std([float(v) for v in values])
-    return Cell(mean, std, len(values), OK, field, sources, unit=unit)
+            if key not in by_group or score > by_group[key][0]:
+                by_group[key] = (score, r, float(v))
+        chosen = [(r, v) for _, r, v in by_group.values()]
+        field = f"{field} of the attack with the highest {choose_by or field} per model"
+    mean, std = mean_std([float(v) for _, v in chosen])
+    if all(isinstance(v, bool) for _, v in chosen):
+        std = None  # a share of yes/no answers: its spread says nothing more
+    flags = (NOT_SATURATED,) if unit in ("acc", "delta") and any(_unsaturated(r) for r, _ in chosen) else ()
+    errors = [binomial_se(float(v), dig(r.metrics, samples)) for r, v in chosen] if samples else [None]
+    se = math.sqrt(sum(e * e for e in errors)) / len(errors) if all(e is not None for e in errors) else None
+    return Cell(mean, std, len(chosen), OK, field, sources, unit=unit, flags=flags, se=se)
 
 
 def _combined_failure(cells: list[Cell], field: str, unit: str) -> Cell | None:
@@ -106,6 +140,10 @@ def _combined_failure(cells: list[Cell], field: str, unit: str) -> Cell | None:
                 note=next((c.note for c in bad if c.note), ""), unit=unit)
 
 
+def _flags(*cells: Cell) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f for c in cells for f in c.flags))
+
+
 def difference(x: Cell, ref: Cell) -> Cell:
     """x - ref of the means; the spread treats the two as independent: sqrt(std_x^2 + std_ref^2)."""
     field = f"({x.field}) - reference ({ref.field})"
@@ -113,9 +151,23 @@ def difference(x: Cell, ref: Cell) -> Cell:
     if failed is not None:
         return failed
     if x.sources == ref.sources:  # a model against itself (TL's row vs TL): exactly zero, no spread
-        return Cell(0.0, None, x.n, OK, field, x.sources, unit="delta")
+        return Cell(0.0, None, x.n, OK, field, x.sources, unit="delta", flags=x.flags)
     std = None if x.std is None and ref.std is None else math.hypot(x.std or 0.0, ref.std or 0.0)
-    return Cell(x.value - ref.value, std, min(x.n, ref.n), OK, field, _sources(x.sources, ref.sources), unit="delta")
+    se = _hypot_se(x, ref)
+    return Cell(x.value - ref.value, std, min(x.n, ref.n), OK, field, _sources(x.sources, ref.sources), unit="delta",
+                flags=_flags(x, ref), se=se)
+
+
+def _hypot_se(*cells: Cell) -> float | None:
+    """The standard error of a difference of independent cells: from their spread over seeds where they have
+    one (std / sqrt(n)), else from their test sets (binomial)."""
+    parts = []
+    for c in cells:
+        part = c.std / math.sqrt(c.n) if c.std is not None and c.n > 1 else c.se
+        if part is None:
+            return None
+        parts.append(part)
+    return math.hypot(*parts)
 
 
 def disposal_ratio(x: float, tl: float, scratch: float) -> float | None:
@@ -133,8 +185,14 @@ def ratio_cell(x: Cell, tl: Cell, scratch: Cell, reference: str = "TL") -> Cell:
     if failed is not None:
         return failed
     sources = _sources(x.sources, tl.sources, scratch.sources)
+    gap, gap_se = tl.value - scratch.value, _hypot_se(tl, scratch)
+    if gap_se is not None and gap < 2 * gap_se:
+        return Cell(status=UNDEFINED, field=field, sources=sources, unit="ratio",
+                    note=f"Acc_pl({reference}) - Acc_pl(scratch) = {gap * 100:.2f} points is not clearly positive "
+                         f"(less than twice its standard error, {gap_se * 100:.2f}): the released model gives an "
+                         f"attacker no measurable head start over a random initialisation, so the ratio has no scale")
     value = disposal_ratio(x.value, tl.value, scratch.value)
     if value is None:
         return Cell(status=NOT_APPLICABLE, field=field, sources=sources, unit="ratio",
                     note=f"{reference} and scratch reach the same PL accuracy: the ratio has no scale")
-    return Cell(value, None, min(x.n, tl.n, scratch.n), OK, field, sources, unit="ratio")
+    return Cell(value, None, min(x.n, tl.n, scratch.n), OK, field, sources, unit="ratio", flags=_flags(x, tl, scratch))

@@ -2,8 +2,8 @@
 does not have (no stage labelled lam, no task with a fraction) is not drawn.
 
 * lam_sweep_<task>.png: Acc_pl against Acc_t over a lam sweep (the DTL paper's Fig. 6), one line per method.
-* curves_<task>_<scheme>.png: test accuracy after every epoch of the scheme's fixed point, per model.
-* fraction_<scheme>.png: Acc_pl against the piggyback data fraction gamma (Fig. 5), per model.
+* curves_<task>_<scheme>.png: test accuracy at every evaluation of the scheme's fixed point, per model.
+* data_amount.png: the worst-case Acc_pl against the attacker's data fraction (Fig. 5), per model.
 """
 from __future__ import annotations
 
@@ -86,18 +86,18 @@ def learning_curves(ex: Experiment, out: Path) -> list[Path]:
             drawn, lrs = 0, set()
             for v in ex.variants:
                 records = [r for r in ex.of("piggyback", v, task=task, scheme=scheme) if r.ok]
-                curves = [r.metrics["grid"][0]["curve"] for r in records if r.metrics["grid"][0]["status"] == "done"]
-                if not curves:
+                fixed = [r.metrics["grid"][0] for r in records if r.metrics["grid"][0]["status"] == "done"]
+                if not fixed:
                     continue
                 lrs.update(r.metrics["grid"][0]["lr"] for r in records)
-                length = min(len(c) for c in curves)
-                mean = [sum(c[e] for c in curves) / len(curves) * 100 for e in range(length)]
-                ax.plot(range(1, length + 1), mean, "o-", markersize=3,
-                        label=f"{variant_name(v)} (n={len(curves)})")
+                length = min(len(p["curve"]) for p in fixed)
+                mean = [sum(p["curve"][e] for p in fixed) / len(fixed) * 100 for e in range(length)]
+                steps = fixed[0].get("steps") or list(range(1, length + 1))
+                ax.plot(steps[:length], mean, "o-", markersize=3, label=f"{variant_name(v)} (n={len(fixed)})")
                 drawn += 1
             if not drawn:
                 continue
-            ax.set(xlabel="epoch", ylabel="test accuracy (%)",
+            ax.set(xlabel="optimiser step", ylabel="test accuracy (%)",
                    title=f"PL learning curves: {task}, {scheme} (lr={', '.join(f'{lr:g}' for lr in sorted(lrs))})")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.legend(**LEGEND)
@@ -105,28 +105,27 @@ def learning_curves(ex: Experiment, out: Path) -> list[Path]:
     return paths
 
 
-def fraction_plot(ex: Experiment, out: Path) -> list[Path]:
-    if ex.paper_scheme is None:
-        return []
-    records = [r for r in ex.of("piggyback", scheme=ex.paper_scheme) if r.label("fraction") is not None]
-    if not records:
+def data_amount_plot(ex: Experiment, out: Path) -> list[Path]:
+    """Per model, the worst-case attacker's accuracy against its data fraction, one line per task of fractions."""
+    fractions = sorted({r.label("fraction") for r in ex.of("piggyback") if r.label("fraction") is not None})
+    if len(fractions) < 2:
         return []
     fig = Figure(figsize=(5.5, 4.2))
     ax = fig.add_subplot()
     for v in ex.variants:
         points = []
-        for fraction in sorted({r.label("fraction") for r in records}):
-            cell = aggregate([r for r in records if r.variant == v and r.label("fraction") == fraction],
-                             "acc_pl.final")
+        for fraction in fractions:
+            records = [r for r in ex.of("piggyback", v) if r.label("fraction") == fraction]
+            cell = aggregate(records, "acc_pl.best", group=lambda r: r.instance or r.label("attacks"))
             if cell.status == OK:
                 points.append((fraction, cell.value * 100))
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=variant_name(v))
-    ax.set(xscale="log", xlabel="piggyback data fraction γ", ylabel="PL accuracy (%)",
-           title=f"PL accuracy vs piggyback data ({ex.paper_scheme})")
+    ax.set(xscale="log", xlabel="attacker's data: fraction of the task's train split",
+           ylabel="worst-case PL accuracy (%)", title="What each released model gives away, by data amount")
     ax.legend(**LEGEND)
-    return [_save(fig, out / f"fraction_{_safe(ex.paper_scheme)}.png")]
+    return [_save(fig, out / "data_amount.png")]
 
 
 def all_plots(ex: Experiment, out: Path) -> list[Path]:
-    return lam_sweep(ex, out) + learning_curves(ex, out) + fraction_plot(ex, out)
+    return lam_sweep(ex, out) + learning_curves(ex, out) + data_amount_plot(ex, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
+from trd.report.cells import UNDEFINED
 from trd.report.records import Record
 from trd.report.tables import Table
 
@@ -22,6 +23,10 @@ def table_markdown(table: Table) -> str:
     lines.append("|" + "---|" * (len(table.columns) + 1))
     for row, cells in table.rows:
         lines.append("| " + " | ".join([_md_escape(row), *(_md_escape(cells[c].text()) for c in table.columns)]) + " |")
+    undefined = dict.fromkeys(f"{row}, {c}: {cells[c].note}" for row, cells in table.rows for c in table.columns
+                              if cells[c].status == UNDEFINED)
+    if undefined:
+        lines += ["", "Undefined cells:"] + [f"- {_md_escape(note)}" for note in undefined]
     return "\n".join(lines) + "\n"
 
 

@@ -18,13 +18,15 @@ def plan(cfg, plan) -> None:
 def run(ctx) -> dict:
     roles = ctx.config["roles"]
     model = load_released(ctx.input("model"), device=ctx.device)
-    acc = {"target": accuracy(model, ctx.test_loader(roles["target"]), ctx.device)}
+    target = ctx.test_loader(roles["target"])
+    acc, samples = {"target": accuracy(model, target, ctx.device)}, {"target": target.num_samples}
     source_head = load_source_head(ctx.input("model"), model.feature_dim, int(roles["source"]["num_classes"]))
     if source_head is not None:
         source_head = source_head.to(ctx.device)
-        acc["source"] = accuracy(model, ctx.test_loader(roles["source"]), ctx.device,
-                                 forward=lambda m, x: source_head(m.features(x)))
-    return {"acc": acc}
+        source = ctx.test_loader(roles["source"])
+        acc["source"] = accuracy(model, source, ctx.device, forward=lambda m, x: source_head(m.features(x)))
+        samples["source"] = source.num_samples
+    return {"acc": acc, "test_samples": samples}
 
 
 KIND = StageKind("evaluate", plan, run, reported=True, inputs=("model",), attack_labels=("evaluates",))

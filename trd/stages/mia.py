@@ -73,7 +73,9 @@ def source_outputs(ctx, model, head, split: str):
 
 
 def run(ctx) -> dict:
-    from trd.attacks import run_all  # scikit-learn: imported by mia jobs only, not by every stage job
+    from trd.attacks import (
+        run_all,  # scikit-learn: imported by mia jobs only, not by every stage job
+    )
 
     c = ctx.config
     if not ctx.env.is_main:  # the attack is one process's work; other ranks only wait for it

@@ -8,15 +8,31 @@ attacker: the denominator of the reports' disposal ratio.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trd.attacks.piggyback import attack_point, attacker_model, file_sha256, summarise
+from trd.atomic import file_sha256
+from trd.attacks.grid_search import (
+    extensions,
+    initial_points,
+    saturation,
+    summarise,
+    varying_axes,
+)
+from trd.attacks.piggyback import (
+    AttackData,
+    attack_point,
+    attacker_model,
+    evaluation_steps,
+)
 from trd.config import ConfigError, parse, plain
 from trd.config.nodes import OptimConfig, check_trainable, common_config, model_config
-from trd.config.schema import at_least, each, knob, positive
+from trd.config.schema import at_least, each, knob, positive, within
+from trd.data.embedded import embedded_train_size
 from trd.data.errors import DataError
+from trd.data.role import sub_part
 from trd.data.role_config import role_config
 from trd.engine.grid import run_grid
 from trd.models import read_metadata
@@ -26,27 +42,55 @@ from trd.plan import StageKind
 
 @dataclass
 class SchemeOptimConfig(OptimConfig):
-    lr: list[float] = knob(rule=each(positive()))  # the first is the scheme's fixed point, the rest its grid
+    lr: list[float] = knob(rule=each(positive()))  # the grid; the first is the scheme's fixed setting
+    weight_decay: float | list[float] = knob(0.0, each(at_least(0)))  # a list is a grid axis
+
+
+@dataclass
+class ExtendConfig:
+    """How far the grid follows its best point beyond its edges (trd.attacks.grid_search)."""
+    lr_factor: float = knob(3.0, within(1, 100, low_open=True))  # the next learning rate beyond an edge
+    lr_steps: int = knob(2, at_least(1))  # learning rates added at most per side
+    lr_range: list[float] = knob([1.0e-5, 1.0], each(positive()))  # never beyond these
+    budget_doublings: int = knob(1, at_least(1))  # times a best point at its last evaluation runs again at 2x
 
 
 @dataclass
 class SchemeConfig:
     mode: str  # full | last_k | linear (frozen body, new head)
-    epochs: int = knob(rule=at_least(1))
-    batch_size: int = knob(rule=at_least(1))
+    batch_size: int = knob(rule=at_least(1))  # no larger than the attacker's data (clamped to it)
     optim: SchemeOptimConfig = knob()
+    steps: int | None = knob(None, at_least(1))  # the budget in optimiser steps...
+    epochs: int | None = knob(None, at_least(1))  # ...or in epochs of the attacker's data
+    evals: int = knob(10, at_least(1))  # evaluations spread over the budget, the last at its end
     k: int | None = knob(None, at_least(1))  # blocks trained with mode=last_k (plus neck and head)
-    augment: bool = True  # random crop + flip of the piggyback training images
+    augment: bool | list[bool] = True  # random crop + flip of the training images; a list is a grid axis
+    extend: ExtendConfig | None = knob(factory=ExtendConfig)  # null: the grid as written
     grad_clip: float = knob(0.0, at_least(0))
     checkpoint_every: int = knob(0, at_least(0))
 
     def check(self, where: str) -> None:
         check_trainable(self.mode, self.k, where)
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError(f"{where}: give the budget as {where}.steps (optimiser steps) or {where}.epochs, one "
+                              f"of them (got steps={self.steps}, epochs={self.epochs})")
         lrs = self.optim.lr
         if not lrs:
             raise ConfigError(f"{where}.optim.lr is empty: give at least one learning rate, e.g. [0.01, 0.05]")
-        if len({point_name(lr) for lr in lrs}) != len(lrs):
-            raise ConfigError(f"{where}.optim.lr={lrs} repeats a learning rate: list each once")
+        self.optim.weight_decay = _as_list(self.optim.weight_decay)
+        self.augment = _as_list(self.augment)
+        for key, values in (("optim.lr", lrs), ("optim.weight_decay", self.optim.weight_decay),
+                            ("augment", self.augment)):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{where}.{key}={values} repeats a value: list each once")
+        if self.extend is not None:
+            low, high = self.extend.lr_range if len(self.extend.lr_range) == 2 else (1, 0)
+            if not low < high:
+                raise ConfigError(f"{where}.extend.lr_range={self.extend.lr_range} must be [low, high] with low < high")
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list) else [value]
 
 
 @dataclass
@@ -60,7 +104,9 @@ class PiggybackConfig:
     schemes: dict[str, SchemeConfig]
     paper_scheme: str
     tasks: list[str] | None = None  # names under data.piggyback; null: all of them
-    seeds: list[int] = knob([0])  # one PL stage per seed; reports give mean +- std over them
+    seeds: list[int] = knob([0])  # attacker seeds: one stage each; reports take the worst case over them
+    fractions: list[float] | None = knob(None, each(within(0, 1, low_open=True)))  # data amounts: one task each
+    val_fraction: float = knob(0.2, within(0, 1, high_open=True))  # the honest attacker's validation slice
     scratch: bool = True  # also attack a randomly initialised model: the reference of the disposal ratio
     models: dict[str, Any] = knob({})  # extra files to attack: name -> {path: model.safetensors, method: label}
 
@@ -72,12 +118,9 @@ class PiggybackConfig:
                               f"use one of {', '.join(self.schemes)}")
         if not self.seeds:
             raise ConfigError(f"{where}.seeds={self.seeds} must be a non-empty list of integers, e.g. [0, 1, 2]")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"{where}.seeds={self.seeds} repeats a seed: list each once")
-
-
-def point_name(lr: float) -> str:
-    return f"lr{lr:g}"
+        for key, values in (("seeds", self.seeds), ("fractions", self.fractions or [])):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{where}.{key}={values} repeats a value: list each once")
 
 
 def _user_model(name: str, node, model: dict, num_classes: int, task_sizes: dict[str, int]) -> tuple[dict, dict]:
@@ -100,25 +143,47 @@ def _user_model(name: str, node, model: dict, num_classes: int, task_sizes: dict
     return {"init": "file", "path": str(path), "sha256": file_sha256(path)}, {"method": entry.method or name}
 
 
-def _tasks(cfg, names) -> dict[str, dict]:
+def _tasks(cfg, names, fractions: list[float] | None) -> dict[str, dict]:
+    """Each named task, or with piggyback.fractions each task at each data amount (name@fraction)."""
     available = list((cfg["data"].get("piggyback") or {}).keys())
     names = available if names is None else names
     if not names:
         raise ConfigError("no piggyback task: add one under data.piggyback (see configs/data/embedded.yaml)")
+    tasks = {}
     for name in names:
         if name not in available:
             raise ConfigError(f"piggyback.tasks names {name!r}, which data.piggyback does not have: "
                               f"use some of {', '.join(available) or '(none configured)'}")
-    return {name: role_config(cfg, f"piggyback.{name}") for name in names}
+        role = role_config(cfg, f"piggyback.{name}")
+        if fractions is None:
+            tasks[name] = role
+        for fraction in fractions or []:
+            tasks[f"{name}@{fraction:g}"] = {**role, "fraction": fraction}
+    return tasks
+
+
+def _attacker_split(role: dict, val_fraction: float, where: str) -> tuple[dict, dict | None]:
+    """The attacker's training slice of a task's train split and its validation slice (None without one)."""
+    if not val_fraction:
+        return role, None
+    train = {**role, "part": sub_part(role.get("part"), [0.0, 1.0 - val_fraction])}
+    val = {**role, "part": sub_part(role.get("part"), [1.0 - val_fraction, 1.0]), "augment": False}
+    size = embedded_train_size(role)
+    if size is not None and int(size * (1.0 - val_fraction)) < 1:
+        raise ConfigError(f"piggyback.val_fraction={val_fraction} leaves none of the {size} training images of "
+                          f"{where} to train on: lower it")
+    return train, val
 
 
 def plan(cfg, plan) -> None:
     pb = parse(cfg.get("piggyback"), PiggybackConfig, "piggyback")
-    tasks = _tasks(cfg, pb.tasks)
+    tasks = _tasks(cfg, pb.tasks, pb.fractions)
     source_size = role_config(cfg, "source")["image_size"]
     model, blocks = model_config(cfg, source_size)
     for name, scheme in pb.schemes.items():
         check_trainable(scheme.mode, scheme.k, f"piggyback.schemes.{name}", blocks)
+    splits = {task: _attacker_split(role, pb.val_fraction, f"data.piggyback.{task.split('@')[0]}")
+              for task, role in tasks.items()}
     sizes = {name: int(role["image_size"]) for name, role in tasks.items()}
     for task, size in sizes.items():
         if plan.released() and size != source_size:
@@ -143,52 +208,94 @@ def plan(cfg, plan) -> None:
     base = {**common_config(cfg), "model": model}
     for name, init, inputs, labels in attacked:
         for task, role in tasks.items():
+            train_role, val_role = splits[task]
             for scheme_name, scheme in pb.schemes.items():
                 for seed in pb.seeds:
                     attack = {"attacks": name, "task": task, "scheme": scheme_name, "seed": seed}
                     if role.get("fraction") is not None:
                         attack["fraction"] = role["fraction"]
                     plan.add(f"piggyback/{name}/{task}/{scheme_name}/s{seed}", "piggyback", {
-                        **base, "seed": seed, "attacked": init, "task_name": task,
-                        "task": {**role, "augment": scheme.augment}, "scheme": plain(scheme),
+                        **base, "seed": seed, "attacked": init, "task_name": task.split("@")[0],
+                        "task": train_role, "val_task": val_role, "scheme": plain(scheme),
                     }, inputs=inputs, model=labels, attack=attack)
+
+
+def _attack_data(ctx, scheme: dict, task: dict, val_task: dict | None) -> tuple[AttackData, int]:
+    """The attacker's loaders, with its batch no larger than its data (a multiple of the ranks)."""
+    world = ctx.env.world_size
+    first = ctx.train_loader({**task, "augment": False}, int(scheme["batch_size"]))
+    samples = first.num_samples
+    batch = min(int(scheme["batch_size"]), max(world, samples - samples % world))
+    loaders: dict[bool, object] = {}
+
+    def train_batches(augment: bool):
+        if augment not in loaders:
+            loaders[augment] = ctx.train_loader({**task, "augment": augment}, batch)
+        return loaders[augment]
+
+    fit = ctx.eval_loader({**task, "augment": False}, "train")
+    val = ctx.eval_loader(val_task, "train") if val_task is not None else None
+    return AttackData(train_batches, ctx.eval_loader(task, "test"), val, fit), batch
 
 
 def run(ctx) -> dict:
     c = ctx.config
     scheme, task = c["scheme"], c["task"]
     try:
-        loader = ctx.train_loader(task, int(scheme["batch_size"]))
-        test_loader = ctx.test_loader(task)
+        data, batch = _attack_data(ctx, scheme, task, c.get("val_task"))
     except DataError as err:  # name the config node: the shard error alone does not say which task it is
         raise DataError(f"data.piggyback.{c['task_name']}: {err}") from None
+    steps_per_epoch = data.train(False).steps_per_epoch
+    base_budget = int(scheme["steps"] or scheme["epochs"] * steps_per_epoch)
     released_dir = ctx.inputs.get("model")
+    lrs, wds_, augments = scheme["optim"]["lr"], scheme["optim"]["weight_decay"], scheme["augment"]
+    vary = varying_axes(wds_, augments)
 
     def run_point(point: dict, point_dir: Path) -> dict:
         model = attacker_model(c["model"], c["attacked"], task, scheme["mode"], scheme["k"], c["seed"], released_dir)
-        train_cfg = {**scheme, "optim": {**scheme["optim"], "lr": point["lr"]}}
-        return attack_point(ctx, model, train_cfg, loader, test_loader, point_dir)
+        budget = base_budget * point["budget_factor"]
+        run_cfg = {**scheme, "batch_size": batch, "augment": point["augment"], "budget": budget,
+                   "eval_steps": evaluation_steps(budget, int(scheme["evals"])),
+                   "optim": {**scheme["optim"], "lr": point["lr"], "weight_decay": point["weight_decay"]}}
+        return attack_point(ctx, model, run_cfg, data, point_dir)
 
-    points = run_grid(ctx.dir / "grid", ctx.env, [{"point": point_name(lr), "lr": lr} for lr in scheme["optim"]["lr"]],
-                      run_point)
-    summary = summarise(points)
-    hparams = {"mode": scheme["mode"], "k": scheme["k"], "optim": scheme["optim"]["name"],
-               "epochs": scheme["epochs"], "batch_size": scheme["batch_size"], "augment": scheme["augment"],
-               "weight_decay": float(scheme["optim"].get("weight_decay", 0.0)), "seed": c["seed"]}
-    for p in points:
-        results = {"hparam/acc_final": p["curve"][-1] if p["status"] == "done" and p["curve"] else None,
-                   "hparam/acc_best": max(p["curve"]) if p["status"] == "done" and p["curve"] else None}
-        ctx.log.hparams({**hparams, "lr": p["lr"]}, results, run=p["point"])
+    # One standard error of a test accuracy (at its widest, p = 0.5): gains below it are noise.
+    tolerance = 0.5 / math.sqrt(data.test.num_samples)
+    points = [p.as_dict(vary) for p in initial_points(lrs, wds_, augments)]
+    added: list[dict] = []
+    while True:
+        results = run_grid(ctx.dir / "grid", ctx.env, points, run_point)
+        new = extensions(results, lrs, scheme["extend"], tolerance)
+        if not new:
+            break
+        for point, reason in new:
+            points.append(point.as_dict(vary))
+            added.append({"point": point.name(vary), "reason": reason})
+    summary = summarise(results)
+    for p in results:
+        done = p["status"] == "done" and p["curve"]
+        ctx.log.hparams({"mode": scheme["mode"], "k": scheme["k"], "optim": scheme["optim"]["name"], "lr": p["lr"],
+                         "weight_decay": p["weight_decay"], "augment": p["augment"], "budget": base_budget *
+                         p["budget_factor"], "batch_size": batch, "seed": c["seed"]},
+                        {"hparam/acc_final": p["curve"][-1] if done else None,
+                         "hparam/acc_best": max(p["curve"]) if done else None}, run=p["point"])
     return {
         **summary,
+        "saturation": {**saturation(results, scheme["extend"], tolerance), "extensions": added,
+                       "tolerance": tolerance},
         "acc": {"piggyback": summary["acc_pl"]["final"]},
-        "grid": points,
+        "grid": results,
+        "grid_points": len(results),
         "attacker": scheme,
+        "batch_size": batch,
+        "budget": base_budget,
         "chance": 1.0 / int(task["num_classes"]),
-        "train_samples": loader.num_samples,
-        "steps_per_epoch": loader.steps_per_epoch,
+        "train_samples": data.fit.num_samples,
+        "val_samples": data.val.num_samples if data.val is not None else 0,
+        "test_samples": data.test.num_samples,
+        "steps_per_epoch": steps_per_epoch,
     }
 
 
-KIND = StageKind("piggyback", plan, run, reported=True, inputs=("model",),
+KIND = StageKind("piggyback", plan, run, version=2, reported=True, inputs=("model",),
                  attack_labels=("attacks", "task", "scheme", "seed", "fraction"), schema=PiggybackConfig)

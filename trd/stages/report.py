@@ -38,7 +38,9 @@ def plan(cfg, plan) -> None:
 
 
 def run(ctx) -> dict:
-    from trd.report import write_report  # matplotlib: imported by the report job only, not by every stage job
+    from trd.report import (
+        write_report,  # matplotlib: imported by the report job only, not by every stage job
+    )
 
     if not ctx.env.is_main:
         return {}
