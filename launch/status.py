@@ -10,4 +10,4 @@ if __name__ == "__main__":
         sys.exit("usage: python launch/status.py <experiment dir>")
     rows = stage_rows(sys.argv[1])
     print(format_status(rows))
-    sys.exit(1 if any(r["status"] in ("failed", "diverged") for r in rows) else 0)
+    sys.exit(1 if any(r["status"] in ("failed", "diverged", "died") for r in rows) else 0)

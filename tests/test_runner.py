@@ -75,3 +75,19 @@ def test_a_stage_planned_for_another_version_of_its_kind_must_be_replanned(tmp_p
 def test_a_directory_without_stage_json_says_to_plan_first(tmp_path):
     with pytest.raises(FileNotFoundError, match="plan the experiment with launch/submit.py first"):
         runner.run_stage(tmp_path)
+
+
+def test_the_submitit_job_unpickles_without_importing_torch(tmp_path):
+    # submitit installs its USR2 handler after unpickling the job: torch there would leave seconds in which a
+    # time-limit signal kills the job instead of requeueing it.
+    import pickle
+    import subprocess
+    import sys
+
+    from trd.job import StageJob
+
+    blob = tmp_path / "job.pkl"
+    blob.write_bytes(pickle.dumps(StageJob(tmp_path)))
+    probe = f"import pickle, sys; pickle.loads(open({str(blob)!r}, 'rb').read()); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,6 +1,7 @@
-"""Write-then-rename, so a reader (or a resumed job) never sees half a file."""
+"""Write-then-rename, so a reader (or a resumed job) never sees half a file; and a file's content hash."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -40,3 +41,11 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
             return json.load(f)
     except FileNotFoundError:
         return default
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -19,10 +19,16 @@ from trd import contract
 from trd.atomic import atomic_write_json, read_json
 from trd.config import ConfigError, parse, plain
 from trd.config.nodes import LauncherConfig
+from trd.job import StageJob
 from trd.metrics import read_metrics
 from trd.plan import Plan, StageSpec
-from trd.runner import StageJob
-from trd.slurm import FINAL_STATES, job_state
+from trd.slurm import (
+    FINAL_STATES,
+    NEVER_STARTS,
+    job_record,
+    job_state,
+    partition_capacity,
+)
 
 
 class LauncherError(RuntimeError):
@@ -53,6 +59,7 @@ def _executor(launcher: Mapping, folder: Path):
         if shutil.which(command) is None:
             raise LauncherError(f"launcher=slurm needs the SLURM command {command!r}, which is not on PATH: "
                                 f"run on a SLURM login node, or use launcher=local")
+    check_fits(launcher)
     ex = submitit.SlurmExecutor(folder, max_num_timeout=int(launcher["max_num_timeout"]))
     params = {
         "job_name": "trd", "time": max(1, int(launcher["timeout_min"])), "nodes": int(launcher.get("nodes", 1)),
@@ -64,6 +71,31 @@ def _executor(launcher: Mapping, folder: Path):
     }
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
+
+
+def check_fits(launcher: Mapping) -> None:
+    """Refuses, before anything is submitted, a request that no node of the partition can ever run (SLURM would
+    keep it pending forever with reason PartitionConfig or similar)."""
+    capacity = partition_capacity(launcher.get("partition"))
+    if capacity is None:
+        return
+    if capacity.get("missing"):
+        raise LauncherError(f"launcher.partition={launcher['partition']!r} is not a partition of this cluster: use one "
+                            f"of {', '.join(capacity['known'])}")
+    where = f"partition {capacity['partition']}"
+    asked = [("launcher.nodes", int(launcher.get("nodes", 1)), capacity["nodes"], "nodes"),
+             ("launcher.tasks_per_node x launcher.cpus_per_task",
+              int(launcher.get("tasks_per_node", 1)) * int(launcher.get("cpus_per_task", 1)), capacity["cpus"],
+              "CPUs on its largest node"),
+             ("launcher.gpus_per_node", int(launcher.get("gpus_per_node", 0) or 0), capacity["gpus"],
+              "GPUs on its largest node")]
+    if launcher.get("mem_gb"):
+        asked.append(("launcher.mem_gb", int(launcher["mem_gb"]) * 1024, capacity["mem_mb"], "MB on its largest node"))
+    for key, want, have, what in asked:
+        if want > have:
+            shown = f"{want // 1024} GB" if key == "launcher.mem_gb" else want
+            raise LauncherError(f"{key} asks for {shown}, but {where} has {have} {what}: such a job would stay pending "
+                                f"forever; ask for at most that (or set launcher.partition)")
 
 
 def _record_job(spec: StageSpec, job, launcher_name: str) -> None:
@@ -136,8 +168,18 @@ def _wait(jobs: dict[str, object], launcher_name: str, poll_s: float) -> None:
         for name, job in list(pending.items()):
             if _job_finished(launcher_name, job):
                 pending.pop(name)
+            elif launcher_name == "slurm":
+                _stop_if_never_starts(name, job.job_id)
         if pending:
             time.sleep(poll_s)
+
+
+def _stop_if_never_starts(name: str, job_id: str) -> None:
+    record = job_record(job_id)
+    if record.get("JobState") == "PENDING" and record.get("Reason") in NEVER_STARTS:
+        raise LauncherError(f"SLURM says job {job_id} (stage {name}) can never start ({record['Reason']}): cancel "
+                            f"the experiment's jobs with scancel and submit again with fewer resources or another "
+                            f"launcher.partition")
 
 
 def _classify(plan: Plan, names: list[str], result: Dispatch) -> None:

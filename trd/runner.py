@@ -16,12 +16,21 @@ import torch
 from trd import contract
 from trd.atomic import read_json
 from trd.engine.context import StageContext
-from trd.engine.distributed import barrier, detect_env, init_distributed, shutdown_distributed
+from trd.engine.distributed import (
+    barrier,
+    broadcast,
+    detect_env,
+    init_distributed,
+    shutdown_distributed,
+)
 from trd.engine.host_memory import keep_freed_host_memory
 from trd.losses.finite import NonFiniteError
 from trd.metrics import read_metrics, write_metrics
+from trd.owner import release, this_job, try_acquire
 from trd.provenance import code_version
 from trd.stages import get_kind
+
+OWNER_POLL_S = 2.0  # how often a job that waits for a stage's owner looks again
 
 
 def _job_log() -> str | None:
@@ -50,6 +59,37 @@ def run_stage(stage_dir: str | Path) -> dict:
         # On CPU every step's tensors live in host memory: keep it, as CUDA's caching allocator would.
         keep_freed_host_memory()
     init_distributed(env)
+    me = this_job()
+    finished = _claim(stage_dir, spec["name"], me, env)
+    if finished is not None:
+        return finished
+    try:
+        return _run_owned(stage_dir, spec, kind, env)
+    finally:
+        if env.is_main:
+            release(stage_dir, me)
+
+
+def _claim(stage_dir: Path, name: str, me: dict, env) -> dict | None:
+    """Makes this job the stage's owner, waiting while another live job owns it. Returns the stage's metrics if
+    that job finished it meanwhile (nothing is left to do), else None. Every rank gets rank 0's answer."""
+    answer: list = [None]
+    if env.is_main:
+        announced = False
+        while (owner := try_acquire(stage_dir, me)) is not None:
+            if not announced:
+                print(f"trd: {name} is being run by job {owner['job_id']} on {owner['host']}; waiting for it instead "
+                      f"of training beside it", file=sys.stderr, flush=True)
+                announced = True
+            time.sleep(OWNER_POLL_S)
+        done = read_metrics(stage_dir)
+        if done.get("status") == contract.DONE:
+            release(stage_dir, me)
+            answer = [done]
+    return broadcast(answer)[0]
+
+
+def _run_owned(stage_dir: Path, spec: dict, kind, env) -> dict:
     ctx = StageContext(kind=spec["kind"], name=spec["name"], config=spec["config"], dir=stage_dir,
                        inputs={role: Path(d) for role, d in spec["inputs"].items()}, env=env)
     base = {"kind": ctx.kind, "stage": ctx.name, "hash": spec["hash"], "code": code_version(),
@@ -80,17 +120,6 @@ def run_stage(stage_dir: str | Path) -> dict:
         write_metrics(stage_dir, result)
     shutdown_distributed()
     return result
-
-
-class StageJob(submitit.helpers.Checkpointable):
-    """A submitit job that runs one stage; on preemption or timeout it is requeued as itself and the stage
-    resumes from its own checkpoint."""
-
-    def __init__(self, stage_dir: str | Path):
-        self.stage_dir = str(stage_dir)
-
-    def __call__(self) -> dict:
-        return run_stage(self.stage_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

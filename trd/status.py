@@ -7,7 +7,10 @@ from pathlib import Path
 from trd import contract
 from trd.atomic import read_json
 from trd.metrics import read_metrics
-from trd.slurm import FINAL_STATES, job_record
+from trd.owner import alive, read_owner
+from trd.slurm import FINAL_STATES, NEVER_STARTS, job_record
+
+DIED = "died"  # metrics.json says running, but no live job owns the stage
 
 
 def _ended_unfinished(job: dict) -> tuple[str, str] | None:
@@ -27,6 +30,26 @@ def _ended_unfinished(job: dict) -> tuple[str, str] | None:
     return "failed", f"SLURM job {job['job_id']} ended {state} (reason {reason}) before its stage finished"
 
 
+def _liveness(stage_dir: str, job: dict, status: str) -> tuple[str, str | None] | None:
+    """(status, note) when what metrics.json says is no longer true or needs SLURM's word: a running stage whose
+    owning job is gone, a pending SLURM job and why it waits."""
+    if status == contract.RUNNING:
+        owner = read_owner(stage_dir)
+        if owner is None or not alive(owner):
+            return DIED, ("its job ended without writing a result (killed, out of memory or node failure): submit "
+                          "the experiment again to resume it from its last checkpoint")
+        return None
+    if status == contract.PENDING and job.get("launcher") == "slurm" and job.get("job_id"):
+        info = job_record(job["job_id"])
+        if info.get("JobState") == "PENDING":
+            reason = info.get("Reason", "None")
+            note = f"SLURM job {job['job_id']} pending: {reason}"
+            if reason in NEVER_STARTS:
+                note += " (it can never start on this partition: cancel it and ask for fewer resources)"
+            return contract.PENDING, note
+    return None
+
+
 def read_plan(exp_dir: str | Path) -> dict:
     plan = read_json(Path(exp_dir) / contract.PLAN_FILE)
     if plan is None:
@@ -42,7 +65,7 @@ def stage_rows(exp_dir: str | Path) -> list[dict]:
         job = read_json(Path(stage["dir"]) / contract.JOB_FILE, default={})
         status, error = metrics.get("status", contract.PENDING), metrics.get("error")
         if status in (contract.PENDING, contract.RUNNING):
-            status, error = _ended_unfinished(job) or (status, error)
+            status, error = _ended_unfinished(job) or _liveness(stage["dir"], job, status) or (status, error)
         rows.append({
             "stage": name, "kind": stage["kind"], "status": status,
             "acc": metrics.get("acc", {}), "dir": stage["dir"], "job_id": job.get("job_id"),
@@ -57,9 +80,9 @@ def format_status(rows: list[dict]) -> str:
     for r in rows:
         acc = " ".join(f"{k}={v:.4f}" for k, v in sorted(r["acc"].items()) if isinstance(v, float))
         line = f"  {r['stage']:<{width}}  {r['status']:<8}  {acc}".rstrip()
-        if r["status"] in (contract.FAILED, contract.DIVERGED):
+        if r["status"] in (contract.FAILED, contract.DIVERGED, DIED):
             line += f"\n  {'':<{width}}  {r['error'] or ''}\n  {'':<{width}}  log: {r['log']}"
-        elif r["status"] in ("not run", "cancelled"):
+        elif r["status"] in ("not run", "cancelled", contract.PENDING) and r["error"]:
             line += f"\n  {'':<{width}}  {r['error']}"
         lines.append(line)
     return "\n".join(lines)

@@ -119,5 +119,58 @@ def test_shards_from_another_generator_version_are_regenerated(tmp_path):
     assert materialize("synth_tiny", paths[:3], paths[3:]) is True
     assert json.loads(stamp.read_text()) == blob
     assert materialize("synth_tiny", paths[:3], paths[3:]) is False
-    # A different image size is a different dataset at the same paths.
-    assert materialize("synth_tiny", paths[:3], paths[3:], image_size=40) is True
+
+
+def test_a_users_own_shard_is_never_overwritten_when_the_role_keeps_embedded(tmp_path):
+    # A user points an embedded role at their own shards and one of them is missing: trd refuses to generate
+    # there (it would replace the user's files with synthetic data) and names the file.
+    paths = shard_paths(tmp_path)
+    ensure_role_shards(tiny_role(tmp_path / "trd"))
+    for mine, theirs in zip(paths[1:], shard_paths(tmp_path / "trd")[1:]):
+        with open(theirs, "rb") as src, open(mine, "wb") as dst:
+            dst.write(src.read())
+    before = digest(paths[1:])
+    with pytest.raises(DataError, match=r"test-000000.tar is in .* and trd did not write it"):
+        materialize("synth_tiny", paths[:3], paths[3:])
+    assert digest(paths[1:]) == before and not os.path.exists(paths[0])
+
+
+def test_a_complete_set_of_shards_trd_did_not_write_is_read_as_it_is(tmp_path):
+    paths = shard_paths(tmp_path)
+    ensure_role_shards(tiny_role(tmp_path / "trd"))
+    for mine, theirs in zip(paths, shard_paths(tmp_path / "trd")):
+        with open(theirs, "rb") as src, open(mine, "wb") as dst:
+            dst.write(src.read())
+    os.utime(paths[0], (1, 1))
+    assert materialize("synth_tiny", paths[:3], paths[3:]) is False
+    assert os.stat(paths[0]).st_mtime == 1 and not (tmp_path / ".synth_tiny.embedded.json").exists()
+
+
+def test_a_foreign_file_in_the_directory_blocks_generation(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="notes.txt is in"):
+        materialize("synth_tiny", shard_paths(tmp_path)[:3], shard_paths(tmp_path)[3:])
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_another_image_size_never_rewrites_a_directory_in_place(tmp_path):
+    paths = shard_paths(tmp_path)
+    materialize("synth_tiny", paths[:3], paths[3:], image_size=32)
+    before = digest(paths)
+    os.remove(paths[0])
+    with pytest.raises(DataError, match="generated at 32 px; 48 px data goes to another directory"):
+        materialize("synth_tiny", paths[:3], paths[3:], image_size=48)
+    assert digest(paths[1:]) == before[1:]
+
+
+def test_the_embedded_data_config_puts_each_image_size_in_its_own_directory():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        small = compose(config_name="config", overrides=["out_root=/x"])
+        large = compose(config_name="config", overrides=["out_root=/x", "data.source.image_size=48"])
+    assert "/32px/" in small.data.source.train and "/48px/" in large.data.source.train
+    assert "/32px/" in large.data.target.train  # only the role whose size changed moves

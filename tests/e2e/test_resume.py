@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,10 +26,10 @@ RESUMABLE = ["+exp=demo", "stages=[pretrain]", "pretrain.epochs=2", "pretrain.ch
              "+data.source.fraction=0.25"]
 
 
-def _plan_pretrain(out_root: Path, data_root: str, monkeypatch) -> Path:
+def _plan_pretrain(out_root: Path, data_root: str, monkeypatch, *extra: str) -> Path:
     monkeypatch.setenv("TRD_DATA", data_root)
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*RESUMABLE, f"out_root={out_root}"])
+        cfg = compose(config_name="config", overrides=[*RESUMABLE, f"out_root={out_root}", *extra])
     plan = plan_experiment(cfg)
     plan.write(out_root / "demo")
     return plan["pretrain"].dir
@@ -113,3 +114,55 @@ def test_timed_out_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp_p
     assert json.loads((stage / "metrics.json").read_text())["status"] == "done"
     _assert_same_model(_weights(stage), reference[0])
     assert "pretrain" in out
+
+
+def _wait_for_owner_to_be_waited_on(proc: subprocess.Popen) -> str:
+    """The waiting job's stderr up to its announcement that it waits."""
+    seen = ""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        seen += line
+        if "waiting for it instead of training beside it" in line:
+            return seen
+        assert line or proc.poll() is None, seen[-3000:]
+    pytest.fail(f"the second job never said it waits: {seen[-3000:]}")
+
+
+def test_a_second_job_for_a_running_stage_waits_for_it_and_trains_nothing(tmp_path, data_root, monkeypatch):
+    stage = _plan_pretrain(tmp_path, data_root, monkeypatch)
+    first = start_stage(stage)
+    _wait_for_mid_epoch_checkpoint(stage, first)
+    owner = json.loads((stage / "owner.json").read_text())
+    assert owner["pid"] == first.pid
+    # The first job is paused (alive, owning the stage) until the second has started up and found it.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = start_stage(stage)
+        _wait_for_owner_to_be_waited_on(second)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=300) == 0
+    finished = json.loads((stage / "metrics.json").read_text())
+    _, rest = second.communicate(timeout=120)
+    assert second.returncode == 0, rest[-3000:]
+    assert "pretrain 1/" not in rest  # it never trained: it returned the first job's result
+    assert json.loads((stage / "metrics.json").read_text()) == finished
+    assert not (stage / "owner.json").exists()
+
+
+def test_a_waiting_job_takes_over_when_the_owner_dies_and_status_tells_a_dead_job(tmp_path, data_root, monkeypatch,
+                                                                                   reference):
+    stage = _plan_pretrain(tmp_path, data_root, monkeypatch)
+    first = start_stage(stage)
+    _wait_for_mid_epoch_checkpoint(stage, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    status = subprocess.run([sys.executable, "launch/status.py", str(tmp_path / "demo")], cwd=REPO,
+                            capture_output=True, text=True)
+    assert "pretrain  died" in status.stdout and "ended without writing a result" in status.stdout, status.stdout
+    assert status.returncode == 1
+    # A new owner replaces the dead one: it resumes from the checkpoint and ends where an uninterrupted run ends.
+    metrics = finish_stage(stage)
+    assert metrics["status"] == "done"
+    _assert_same_model(_weights(stage), reference[0])

@@ -78,7 +78,11 @@ def deepspeed_step(zero_stage: int, arch: str) -> dict[str, torch.Tensor]:
 
 
 def run(out: str) -> None:
-    from trd.engine.distributed import detect_env, init_distributed, shutdown_distributed
+    from trd.engine.distributed import (
+        detect_env,
+        init_distributed,
+        shutdown_distributed,
+    )
 
     init_distributed(detect_env())
     results = {(arch, stage): deepspeed_step(stage, arch) for arch in ARCHITECTURES for stage in (0, 1, 2)}

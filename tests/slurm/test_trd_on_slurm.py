@@ -217,14 +217,15 @@ def test_two_task_job_runs_two_deepspeed_ranks_on_disjoint_shards(two_rank_run):
 @pytest.mark.slurm
 def test_stage_past_its_time_limit_is_requeued_max_num_timeout_times_then_fails(slurm_cluster, data_root, tmp_path,
                                                                                 slurm_jobs):
-    # slurmctld checks time limits every 30 s: with a 1 min limit and a 45 s signal delay, each run gets USR2 at
-    # the first check after 15 s of running, and submitit counts any signal under a 10 min limit as a time-out.
-    # The 15 s are for the job to import torch and install submitit's handler: a USR2 before that kills the
-    # job outright (seen under load with a 2 s delay). 500 epochs (about 15 min on an idle 2-core box) never
-    # fit into two such runs.
+    # slurmctld checks time limits every 30 s and sends the warning signal at the first check where
+    # now + signal delay + 30 s >= end (so up to 30 s early): with a 1 min limit and a 15 s delay, USR2 comes
+    # 15 to 45 s into each run and the kill at 60 to 90 s. With a 45 s delay the condition held from the start
+    # and USR2 could arrive 0.1 s in, before python ran (seen in CI: exit by signal 12, empty log, Restarts 0).
+    # trd.job keeps torch out of the job's unpickling, so submitit's handler is in place within a second or
+    # two even under load. 500 epochs (about 15 min on an idle 2-core box) never fit into two such runs.
     overrides = ["+exp=demo", "stages=[pretrain]", "pretrain.epochs=500", "pretrain.checkpoint_every=4",
                  "+data.source.fraction=0.25", *slurm_launcher(slurm_cluster), "launcher.timeout_min=1",
-                 "launcher.signal_delay_s=45", "launcher.max_num_timeout=1", f"out_root={tmp_path}"]
+                 "launcher.signal_delay_s=15", "launcher.max_num_timeout=1", f"out_root={tmp_path}"]
     try:
         submit(*overrides, cluster=slurm_cluster, data_root=data_root)
     finally:
@@ -396,8 +397,42 @@ def test_unknown_partition_is_refused_in_one_line_and_nothing_is_submitted(slurm
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "trd: error: SLURM refused the submission, nothing was submitted: "
-        "sbatch: error: invalid partition specified: no_such_partition "
-        "sbatch: error: Batch job submission failed: Invalid partition name specified")
+        f"trd: error: launcher.partition='no_such_partition' is not a partition of this cluster: use one of "
+        f"{slurm_cluster.partition}")
     assert _known_jobs() == before
     assert jobs(tmp_path / "demo") == {}
+
+
+def test_a_request_no_node_can_run_is_refused_before_anything_is_submitted(slurm_cluster, data_root, tmp_path):
+    before = _known_jobs()
+    proc = submit(*DEMO, *slurm_launcher(slurm_cluster), "launcher.cpus_per_task=64", f"out_root={tmp_path}",
+                  cluster=slurm_cluster, data_root=data_root, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("trd: error: launcher.tasks_per_node x launcher.cpus_per_task asks for 64, but partition ")
+    assert "would stay pending forever" in last
+    assert _known_jobs() == before
+
+
+def test_a_job_that_can_never_start_stops_the_waiting_launcher_and_status_says_why(slurm_cluster, tmp_path):
+    from trd.dispatch import LauncherError, _wait
+    from trd.status import _liveness
+
+    # Submitted around trd's own check, as an older submission or another tool could have: 8 CPUs on a 2-CPU node.
+    proc = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=8", "--wrap", "sleep 1"], capture_output=True,
+                          text=True, env={**os.environ, **slurm_cluster.env}, check=True)
+    job_id = proc.stdout.strip().split(";")[0]
+    saved = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(slurm_cluster.conf)
+    try:
+        wait_until(lambda: job_info(job_id).get("Reason") == "PartitionConfig", 30, "the PartitionConfig reason")
+        with pytest.raises(LauncherError, match=f"job {job_id} \\(stage s\\) can never start \\(PartitionConfig\\)"):
+            _wait({"s": SimpleNamespace(job_id=job_id)}, "slurm", 0.2)
+        status, note = _liveness(str(tmp_path), {"launcher": "slurm", "job_id": job_id}, "pending")
+        assert status == "pending" and "PartitionConfig" in note and "can never start" in note
+    finally:
+        subprocess.run(["scancel", job_id], env={**os.environ, **slurm_cluster.env})
+        if saved is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = saved

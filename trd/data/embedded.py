@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import webdataset as wds
 
+from trd.atomic import file_sha256
+
 from .errors import DataError
 from .role import parse_role
 from .synth import GENERATOR_VERSION, SynthTask, generate
@@ -58,6 +60,19 @@ EMBEDDED: dict[str, EmbeddedDataset] = {
 }
 
 
+def embedded_train_size(role: dict) -> int | None:
+    """How many training images a role of embedded data keeps (after fraction and part), or None for other data."""
+    dataset = EMBEDDED.get(role.get("embedded") or "")
+    if dataset is None:
+        return None
+    per_class = dataset.task.train_per_class
+    if role.get("fraction") is not None:
+        per_class = max(1, int(per_class * float(role["fraction"]) + 0.5))
+    size = per_class * dataset.num_classes
+    low, high = role.get("part") or (0.0, 1.0)
+    return int(high * size + 1e-9) - int(low * size + 1e-9)
+
+
 def get_embedded(name: str) -> EmbeddedDataset:
     if name not in EMBEDDED:
         raise DataError(f"unknown embedded dataset {name!r}: use one of {', '.join(sorted(EMBEDDED))}")
@@ -96,51 +111,82 @@ def _stamp_path(name: str, train_urls: list[str]) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(train_urls[0])), f".{name}.embedded.json")
 
 
-def _complete(name: str, urls: list[str], stamp_path: str, stamp: dict) -> bool:
-    """All shards exist and were not written by a different generator version or size.
-
-    Shards without a stamp (copied elsewhere, say) are trusted; a stamp that disagrees
-    means the generator changed since they were written.
-    """
-    if not all(os.path.isfile(url) for url in urls):
-        return False
+def _read_stamp(stamp_path: str) -> dict | None:
     try:
         with open(stamp_path) as f:
-            return json.load(f) == stamp
+            return json.load(f)
     except FileNotFoundError:
-        return True
+        return None
     except (OSError, ValueError):
+        return {}
+
+
+def _setting(stamp: dict) -> dict:
+    return {k: v for k, v in stamp.items() if k != "files"}
+
+
+def _complete(urls: list[str], stamp_path: str, setting: dict) -> bool:
+    """All shards exist, and trd's stamp (if any) says they were written with this setting.
+
+    Shards without a stamp (copied there, or a user's own) are read as they are and never rewritten."""
+    if not all(os.path.isfile(url) for url in urls):
         return False
+    stamp = _read_stamp(stamp_path)
+    return stamp is None or _setting(stamp) == setting
+
+
+def _check_ownership(name: str, directory: str, urls: list[str], stamp: dict | None, setting: dict) -> None:
+    """trd generates an embedded dataset only into a directory that holds nothing but what trd itself wrote
+    there for it (files listed, with their hashes, in its stamp), and never rewrites a setting in place."""
+    owned = (stamp or {}).get("files", {})
+    for entry in sorted(os.listdir(directory)):
+        path = os.path.join(directory, entry)
+        if entry in (os.path.basename(_stamp_path(name, urls)), f".{name}.lock") or ".tmp-" in entry:
+            continue
+        if entry not in owned or not os.path.isfile(path) or file_sha256(path) != owned[entry]:
+            raise DataError(f"{path} is in {directory}, where trd would generate embedded dataset {name!r}, and trd "
+                            f"did not write it: point the role's train/test patterns at a directory of their own, or "
+                            f"drop the role's `embedded` key to read your shards as they are")
+    if stamp and stamp.get("image_size") != setting["image_size"]:
+        raise DataError(f"{directory} holds embedded dataset {name!r} generated at {stamp.get('image_size')} px; "
+                        f"{setting['image_size']} px data goes to another directory: point the role's train/test "
+                        f"patterns elsewhere (configs/data/embedded.yaml puts each image size in its own)")
 
 
 def materialize(name: str, train_urls: list[str], test_urls: list[str], image_size: int = 32) -> bool:
     """Generate embedded dataset ``name`` into exactly these shard paths unless they are complete.
 
-    Safe to call from several processes at once: one generates under a lock, into temp
-    files renamed into place, and the others find the shards complete when they get
-    the lock. Returns True if this call generated them.
+    Safe to call from several processes at once: one generates under a lock, into temp files renamed into
+    place, and the others find the shards complete when they get the lock. Returns True if this call generated
+    them. Files trd did not write are never overwritten (see _check_ownership).
     """
     dataset = get_embedded(name)
     urls = train_urls + test_urls
     stamp_path = _stamp_path(name, train_urls)
-    stamp = {"name": name, "generator_version": GENERATOR_VERSION, "image_size": image_size,
-             "train_shards": len(train_urls), "test_shards": len(test_urls)}
-    if _complete(name, urls, stamp_path, stamp):
+    directory = os.path.dirname(stamp_path)
+    setting = {"name": name, "generator_version": GENERATOR_VERSION, "image_size": image_size,
+               "train_shards": len(train_urls), "test_shards": len(test_urls)}
+    if _complete(urls, stamp_path, setting):
         return False
-    lock_dir = os.path.dirname(stamp_path)
+    outside = [u for u in urls if os.path.dirname(os.path.abspath(u)) != directory]
+    if outside:
+        raise DataError(f"embedded dataset {name!r}: {outside[0]} is not in {directory} with the train shards: put "
+                        f"every train and test shard of an embedded role in one directory")
     try:
-        os.makedirs(lock_dir, exist_ok=True)
+        os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create {lock_dir} for embedded dataset {name!r} ({exc}): point the role's train/test patterns at a writable directory") from None
-    with _exclusive(os.path.join(lock_dir, f".{name}.lock")):
-        if _complete(name, urls, stamp_path, stamp):
+        raise DataError(f"cannot create {directory} for embedded dataset {name!r} ({exc}): point the role's "
+                        f"train/test patterns at a writable directory") from None
+    with _exclusive(os.path.join(directory, f".{name}.lock")):
+        if _complete(urls, stamp_path, setting):
             return False
+        _check_ownership(name, directory, urls, _read_stamp(stamp_path), setting)
         moves = _write_split(dataset, "train", train_urls, image_size) + _write_split(dataset, "test", test_urls, image_size)
         for temp, final in moves:
             os.replace(temp, final)
         temp = f"{stamp_path}.tmp-{os.getpid()}"
         with open(temp, "w") as f:
-            json.dump(stamp, f)
+            json.dump({**setting, "files": {os.path.basename(u): file_sha256(u) for u in urls}}, f)
         os.replace(temp, stamp_path)
     return True
 

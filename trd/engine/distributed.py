@@ -139,6 +139,13 @@ def _several_ranks() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def broadcast(objects: list) -> list:
+    """Rank 0's list of small picklable objects on every rank (as is on one process)."""
+    if _several_ranks():
+        dist.broadcast_object_list(objects, src=0)
+    return objects
+
+
 def barrier() -> None:
     if _several_ranks():
         dist.barrier()

@@ -49,6 +49,7 @@ class DisposalStep:
 
     def __init__(self, cfg: dict, teacher: WithSourceHead, target_batches, seed: int):
         self.cfg, self.teacher, self.target_batches = cfg, teacher, target_batches
+        self._target = None
         self.method, self.retain, self.lam = cfg["method"], cfg["retain"], float(cfg["lam"])
         self.generator = torch.Generator().manual_seed(seed)
         self.sums: dict[str, float] = defaultdict(float)
@@ -75,7 +76,7 @@ class DisposalStep:
                 teacher_logits = view(self.teacher)(x_source)
             return retaining_loss("src-kd", view(module)(x_source), teacher_logits=teacher_logits,
                                   temperature=float(self.cfg["temperature"]))
-        x_t, y_t = (t.to(x_source.device) for t in next(self.target_batches))
+        x_t, y_t = (t.to(x_source.device) for t in next(self._target))
         if self.retain == "tgt-kd":
             with torch.no_grad():
                 teacher_logits = self.teacher(x_t)
@@ -84,6 +85,11 @@ class DisposalStep:
         return retaining_loss("tgt-ce", module(x_t), targets=y_t)
 
     def __call__(self, engine, x, y, global_step):
+        if self._target is None and self.target_batches is not None:
+            # A stream started at the first step this process runs: a resumed job draws the target batches an
+            # uninterrupted one would have drawn from this step on.
+            self._target = (self.target_batches(global_step) if callable(self.target_batches)
+                            else self.target_batches)
         module: WithSourceHead = engine.module
         unlearn, stats = self._unlearn(module, x, y)
         retain = self._retain(module, x)

@@ -12,7 +12,14 @@ from trd.engine.cycle import cycle_from
 from trd.engine.evaluation import accuracy
 from trd.engine.loop import train
 from trd.losses import frozen_teacher
-from trd.losses.disposal_step import CHUNKINGS, COLLISION, KD_HEADS, RETAIN, UNLEARN, DisposalStep
+from trd.losses.disposal_step import (
+    CHUNKINGS,
+    COLLISION,
+    KD_HEADS,
+    RETAIN,
+    UNLEARN,
+    DisposalStep,
+)
 from trd.models.release import load_released, load_source_head
 from trd.models.source_view import WithSourceHead
 from trd.plan import StageKind
@@ -91,8 +98,7 @@ def run(ctx) -> dict:
     target_batches = None
     if cfg["retain"] != "src-kd":
         target_loader = ctx.train_loader(c["target"], cfg["target_batch_size"])
-        progress = ctx.ckpt.progress() or {"global_step": 0}
-        target_batches = cycle_from(target_loader, progress["global_step"])
+        target_batches = lambda global_step: cycle_from(target_loader, global_step)  # noqa: E731
     source_test, target_test = ctx.test_loader(c["source"]), ctx.test_loader(c["target"])
     engine = ctx.engine(module, cfg, source_loader.steps_per_epoch)
     step = DisposalStep(cfg, teacher, target_batches, seed=c["seed"] * 1000 + ctx.env.rank)
