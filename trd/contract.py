@@ -7,13 +7,15 @@ PLAN_FILE = "plan.json"  # every stage of the experiment: kind, dir, labels, inp
 CONFIG_FILE = "config.yaml"  # the resolved config it was planned from
 DISPATCH_FILE = "dispatch.json"
 STAGE_LINKS = "stages"  # a link per stage name to its shared stage directory
-JOBS_DIR = "jobs"  # submitit's job logs
+JOBS_DIR = "jobs"  # submitit's files of every job of the experiment: <job id>_<task>_log.{out,err}, ...
+COMMAND_FILE = "command.txt"  # the command line that submitted it: what reruns the stages that are not done
 PLAN_FORMAT = 2  # plan.json written before 2026-12-03 has no format key: that is format 1
 
 # A stage directory <out_root>/stages/<kind>-<hash>/
 STAGE_FILE = "stage.json"  # what the stage is: kind, config, inputs, labels (written when planned)
 METRICS_FILE = "metrics.json"  # what it got: status, results, labels, code version (written by its job)
 JOB_FILE = "job.json"  # the job that runs it
+PROGRESS_FILE = "progress.json"  # what its job is doing now (trd.progress), for the console and status
 MODEL_FILE = "model.safetensors"  # a released model (body + target head)
 SOURCE_HEAD_FILE = "source_head.safetensors"  # the private source head kept beside it
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,7 +162,8 @@ def _active_slurm_job(spec: StageSpec) -> str | None:
     return job_id if state is not None and state not in FINAL_STATES else None
 
 
-def _wait(jobs: dict[str, object], launcher_name: str, poll_s: float) -> None:
+def _wait(jobs: dict[str, object], launcher_name: str, poll_s: float,
+          on_poll: Callable[[], None] | None = None) -> None:
     pending = dict(jobs)
     while pending:
         for name, job in list(pending.items()):
@@ -170,6 +171,8 @@ def _wait(jobs: dict[str, object], launcher_name: str, poll_s: float) -> None:
                 pending.pop(name)
             elif launcher_name == "slurm":
                 _stop_if_never_starts(name, job.job_id)
+        if on_poll is not None:
+            on_poll()
         if pending:
             time.sleep(poll_s)
 
@@ -205,7 +208,8 @@ def _todo(wave: list[StageSpec], plan: Plan, result: Dispatch) -> list[StageSpec
     return todo
 
 
-def _run_local(plan: Plan, ex, launcher: Mapping, result: Dispatch) -> dict[str, object]:
+def _run_local(plan: Plan, ex, launcher: Mapping, result: Dispatch,
+               on_poll: Callable[[], None] | None) -> dict[str, object]:
     """Wave by wave, at most max_parallel jobs at a time, waiting for each."""
     submitted: dict[str, object] = {}
     max_parallel = max(1, int(launcher.get("max_parallel", 1)))
@@ -215,7 +219,7 @@ def _run_local(plan: Plan, ex, launcher: Mapping, result: Dispatch) -> dict[str,
             for start in range(0, len(group), max_parallel):
                 part = group[start:start + max_parallel]
                 jobs = dict(zip([s.name for s in part], _submit_array(ex, part, None, launcher)))
-                _wait(jobs, "local", float(launcher["poll_s"]))
+                _wait(jobs, "local", float(launcher["poll_s"]), on_poll)
                 submitted.update(jobs)
         _classify(plan, [s.name for s in todo], result)
     return submitted
@@ -248,21 +252,24 @@ def _submit_slurm(plan: Plan, ex, launcher: Mapping, result: Dispatch) -> dict[s
     return submitted
 
 
-def dispatch(plan: Plan, exp_dir: Path, launcher: Mapping, wait: bool | None = None) -> Dispatch:
+def dispatch(plan: Plan, exp_dir: Path, launcher: Mapping, wait: bool | None = None,
+             on_poll: Callable[[], None] | None = None) -> Dispatch:
+    """on_poll() after each look at the running jobs while waiting (the console's live view)."""
     exp_dir = Path(exp_dir)
     launcher = plain(parse(launcher, LauncherConfig, "launcher"))
     wait = (launcher["name"] == "local") if wait is None else bool(wait)
     if launcher["name"] == "local" and not wait:
         raise ConfigError("launcher=local always waits for its jobs: drop launcher.wait=false")
-    ex = _executor(launcher, exp_dir / contract.JOBS_DIR / "%j")
+    # One flat folder: submitit would create a folder per job from "%j", and its local launcher a literal "%j".
+    ex = _executor(launcher, exp_dir / contract.JOBS_DIR)
     result = Dispatch()
     if launcher["name"] == "local":
-        submitted = _run_local(plan, ex, launcher, result)
+        submitted = _run_local(plan, ex, launcher, result, on_poll)
     else:
         submitted = _submit_slurm(plan, ex, launcher, result)
     result.jobs.update({name: job.job_id for name, job in submitted.items()})
     if wait and launcher["name"] != "local":
-        _wait(submitted, launcher["name"], float(launcher["poll_s"]))
+        _wait(submitted, launcher["name"], float(launcher["poll_s"]), on_poll)
         _classify(plan, [n for n in plan.stages if n in result.jobs], result)
     atomic_write_json(exp_dir / contract.DISPATCH_FILE, {"jobs": result.jobs, "reused": result.skipped,
                                                   "failed": result.failed, "not_run": result.not_run})

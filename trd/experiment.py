@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import sys
 import typing
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from trd import contract
+from trd.atomic import atomic_write
 from trd.config.nodes import DeepSpeedConfig, LauncherConfig
+from trd.console import LiveView, snapshot
 from trd.data.role import RoleSpec
+from trd.data.role_config import all_missing_shards
 from trd.dispatch import Dispatch, dispatch
+from trd.metrics import read_metrics
 from trd.plan import Plan, build_plan
 from trd.stages import discover
-from trd.status import format_status, stage_rows
+from trd.summary import summary
 
 
 def schema_at(path: str) -> type | None:
@@ -51,30 +58,46 @@ def resolve(cfg: DictConfig) -> DictConfig:
 def plan_experiment(cfg: DictConfig, per_experiment: bool = True) -> Plan:
     """The stage graph of a composed config; nothing is written. per_experiment=False leaves out the kinds
     planned once over a whole sweep (see trd.sweep)."""
-    return build_plan(resolve(cfg), discover(), per_experiment=per_experiment)
+    with all_missing_shards():
+        return build_plan(resolve(cfg), discover(), per_experiment=per_experiment)
+
+
+def _command_line() -> str | None:
+    """How this experiment was submitted, to rerun what is not done; None when not from launch/submit.py."""
+    if not sys.argv or Path(sys.argv[0]).name != "submit.py":
+        return None
+    return shlex.join(["python", "launch/submit.py", *sys.argv[1:]])
 
 
 def launch(plan: Plan, exp_dir: Path, launcher: DictConfig, config_yaml: str | None = None) -> Dispatch:
     plan.write(exp_dir, config_yaml)
+    command = _command_line()
+    if command is not None:
+        atomic_write(exp_dir / contract.COMMAND_FILE, lambda tmp: Path(tmp).write_text(command + "\n"))
     wait = launcher.get("wait")
+    waits = launcher["name"] == "local" or bool(wait)
     print(f"trd: experiment {exp_dir} ({len(plan.stages)} stages)", flush=True)
-    result = dispatch(plan, exp_dir, launcher, wait=wait)
-    if result.skipped:
-        print(f"trd: reused finished stages: {', '.join(result.skipped)}")
-    if result.jobs:
-        print("trd: jobs " + ", ".join(f"{n}={j}" for n, j in result.jobs.items()))
-    finished = launcher["name"] == "local" or wait
-    if finished:
-        rows = stage_rows(exp_dir)
-        print(format_status(rows))
-        logs = {r["stage"]: r["log"] for r in rows}
-        for name in result.failed:
-            print(f"trd: stage {name} failed; its log: {logs[name]}")
-        for name in result.not_run:
-            print(f"trd: stage {name} did not run because an input stage failed")
+    reused = {name for name, spec in plan.stages.items()
+              if read_metrics(spec.dir).get("status") == contract.DONE}
+    if reused:
+        print(f"trd: reused finished stages: {', '.join(n for n in plan.stages if n in reused)}", flush=True)
+    view = LiveView(exp_dir, reused=reused) if waits else None
+    try:
+        result = dispatch(plan, exp_dir, launcher, wait=wait, on_poll=view.update if view else None)
+    finally:
+        if view is not None:
+            view.close()
+    if result.jobs and launcher["name"] != "local":
+        print("trd: jobs " + ", ".join(f"{n}={j}" for n, j in result.jobs.items()), flush=True)
+    if waits:
+        rows = snapshot(exp_dir, reused)
+        for row in rows:  # never submitted: the console cannot tell them from stages still to come
+            if row["stage"] in result.not_run and row["status"] == contract.PENDING:
+                row["status"], row["error"] = "not run", "an input stage failed"
+        print(summary(exp_dir, rows), flush=True)
     else:
-        print(f"trd: submitted; follow with: python launch/status.py {exp_dir}")
-    print(f"trd: results in {exp_dir}   TensorBoard: tensorboard --logdir {exp_dir}/stages")
+        print(f"trd: submitted; watch the jobs with: python launch/status.py {shlex.quote(str(exp_dir))} --watch")
+        print(f"trd: TensorBoard: tensorboard --logdir {shlex.quote(str(exp_dir / contract.STAGE_LINKS))}")
     return result
 
 

@@ -76,9 +76,12 @@ def test_missing_shards_fail_at_submission_naming_pattern_and_fix(tmp_path, data
     proc = submit("+exp=demo", f"out_root={tmp_path}", "data.target.embedded=null",
                   f"data.target.train='{tmp_path}/none/train-{{000000..000003}}.tar'", data_root=data_root, check=False)
     assert proc.returncode == 2
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("trd: error: data.target.train: 4 of 4 shards of pattern")
-    assert "launch/make_shards.py" in line
+    error = proc.stderr[proc.stderr.index("trd: error: "):]
+    assert error.startswith("trd: error: the shards of 1 data role are missing; create them, then submit again:")
+    assert f"data.target.train: 4 of 4 shards of '{tmp_path}/none/train-{{000000..000003}}.tar' missing" in error
+    assert f"python launch/make_shards.py <cifar10|cifar100|svhn|stl10|imagefolder> --root <raw data folder> " \
+           f"--out {tmp_path}/none" in error
+    assert "then, if it prints other patterns: data.target.train=\"'<the train pattern it prints>'\"" in error
     assert not (tmp_path / "demo").exists()
 
 

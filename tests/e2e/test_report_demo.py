@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,31 @@ def test_report_is_the_last_job_and_every_cell_is_traceable(demo):
     assert any(r["row"].startswith("rand ") and "lam=" in r["row"] for r in _csv(exp, "table1"))  # a disposed model
 
 
+def test_console_without_a_terminal_says_each_state_change_and_ends_with_the_headline(demo):
+    _, exp, proc = demo
+    out = proc.stdout
+    assert "\r" not in out  # no carriage-return bars where standard output is not a terminal
+    changes = re.findall(r"^trd: \d\d:\d\d:\d\d (\S+): (\w+)", out, re.M)
+    plan = _plan(exp)
+    assert {name for name, state in changes if state == "done"} == set(plan)
+    for name in plan:  # each stage's states in the order they happened, ending done
+        states = [state for n, state in changes if n == name]
+        assert states[-1] == "done" and set(states) <= {"running", "done"}, (name, states)
+    summary = out[out.index("trd: finished, "):]
+    assert summary.startswith(f"trd: finished, {len(plan)} stages: {len(plan)} done")
+    headline = summary.splitlines()[2:]
+    assert headline[0] == "Headline: the worst-case attacker"
+    assert re.match(r"\s+model\s+Acc_t\s+Acc_pl synth\s+disposal ratio synth$", headline[1]), headline[1]
+    rows = {line.split()[0]: line.split()[1:] for line in headline[2:] if line.startswith("  ")}
+    assert {"tl", "tgt", "scratch"} <= set(rows), headline
+    assert rows["tl"][-1] in ("0.000", "undefined") and rows["scratch"][0] == "n/a"  # scratch has no Acc_t
+    assert f"trd: report       {exp}/report/report.md" in summary
+    assert f"tensorboard --logdir {exp}/stages" in summary
+    # submitit's files of every job in one folder, no literal "%j" folder
+    assert (exp / "jobs").is_dir() and any((exp / "jobs").glob("*_0_log.out"))
+    assert not list(exp.rglob("%j"))
+
+
 def test_failed_pl_job_is_reported_as_failed(demo, data_root):
     out, _, _ = demo
     # The piggyback data with num_classes=5: its labels 5..9 do not fit, found when the job reads the shards.
@@ -110,7 +136,11 @@ def test_failed_pl_job_is_reported_as_failed(demo, data_root):
     proc = submit("+exp=demo", f"out_root={out}", "name=other", *FAST, *SMALL, bad,
                   "piggyback.tasks=[synth,bad]", data_root=data_root, check=False)
     assert proc.returncode == 1
-    assert "stage report did not run because an input stage failed" in proc.stdout
+    assert re.search(r"^trd: piggyback/transfer/bad/finetune/s0 failed: DataError: data.piggyback.bad", proc.stdout,
+                     re.M), proc.stdout
+    assert re.search(r"^trd: not run \(an input failed or the job was cancelled\): .*\breport\b", proc.stdout, re.M)
+    assert re.search(r"^trd: to run only what is not done .*: python launch/submit.py \+exp=demo .*name=other",
+                     proc.stdout, re.M), proc.stdout
     exp = out / "other"
     failed = stage_metrics_or_none(exp)["piggyback/transfer/bad/finetune/s0"]
     assert failed["status"] == "failed" and "\n" not in failed["error"]

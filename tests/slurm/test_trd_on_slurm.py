@@ -55,14 +55,19 @@ def demo(slurm_cluster, data_root, tmp_path_factory, slurm_jobs):
         local = subprocess.Popen([sys.executable, "launch/submit.py", *DEMO, f"out_root={local_out}"], cwd=REPO,
                                  env=cli_env(None, data_root), text=True, stdout=log, stderr=subprocess.STDOUT)
     exp = out / "demo"
+    # The jobs wait for a gate before starting python: pretraining is a few seconds of steps, which a loaded
+    # machine could finish before this process, itself just started, looks for its first checkpoint.
+    gate, gate_script = out / "go", out / "gate.sh"
+    gate_script.write_text(f"while [ ! -e {gate} ]; do sleep 0.2; done\n")
     try:
         try:
-            proc = submit(*DEMO, *slurm_launcher(slurm_cluster), f"out_root={out}", cluster=slurm_cluster,
-                          data_root=data_root)
+            proc = submit(*DEMO, *slurm_launcher(slurm_cluster), f"out_root={out}",
+                          f"launcher.setup=['source {gate_script}']", cluster=slurm_cluster, data_root=data_root)
         finally:
             track(exp, slurm_jobs)
         ids = jobs(exp)
         at_submission = {name: job_info(job) for name, job in ids.items()}
+        gate.touch()
         # A preemption notice for the pretraining once it has a checkpoint to resume from: what submitit's
         # --signal and a preempting scheduler deliver (USR2 to the job step).
         checkpoint = wait_for_checkpoint(stage_dir(exp, "pretrain"), ids["pretrain"])
@@ -91,6 +96,7 @@ def test_demo_runs_as_one_slurm_job_per_stage_with_afterok_and_ends_like_the_loc
     assert demo.at_submission["transfer"]["JobState"] == "PENDING", demo.at_submission["transfer"]
     # One job per stage, each depending exactly on the jobs of its inputs, cancelled if one of them fails.
     assert set(ids) == set(stages) and len(set(ids.values())) == len(ids)
+    assert not list(exp.rglob("%j"))  # submitit's files in one folder, exp/jobs/, never a literal "%j" folder
     assert read(exp / "dispatch.json")["jobs"] == ids
     for name, spec in stages.items():
         info = demo.at_submission[name]
@@ -184,7 +190,8 @@ def test_two_task_job_runs_two_deepspeed_ranks_on_disjoint_shards(two_rank_run):
     exp, proc = two_rank_run
     job_id = jobs(exp)["pretrain"]
     # launcher.wait=true: the command returned once the job had ended, with the outcome.
-    assert re.search(r"^\s+pretrain\s+done\s+source=", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^trd: [\d:]+ pretrain: done$", proc.stdout, re.M), proc.stdout
+    assert "trd: finished, 1 stages: 1 done" in proc.stdout
     info = job_info(job_id)
     assert (info["JobState"], info["NumTasks"]) == ("COMPLETED", "2")
     done = metrics(exp)["pretrain"]
@@ -296,8 +303,11 @@ def test_failed_stage_cancels_its_dependents_and_resubmission_reruns_only_what_i
     assert before["transfer"] is None  # never started
     log = before["pretrain"]["log"]
     assert "corrupt or truncated" in Path(log).read_text()
-    assert f"trd: stage pretrain failed; its log: {log}" in first.stdout
-    assert "trd: stage transfer did not run because an input stage failed" in first.stdout
+    assert re.search(r"^trd: pretrain failed: .*corrupt or truncated.*\n +its log: " + re.escape(log), first.stdout,
+                     re.M), first.stdout
+    assert "trd: not run (an input failed or the job was cancelled): transfer" in first.stdout
+    assert re.search(r"^trd: to run only what is not done .*: python launch/submit.py \+exp=demo .*launcher.wait=true",
+                     first.stdout, re.M), first.stdout
     report = status(exp, slurm_cluster)
     assert report.returncode == 1
     assert re.search(r"pretrain\s+failed\n.*corrupt or truncated.*\n\s+log: " + re.escape(log), report.stdout)

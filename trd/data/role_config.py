@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from trd.config.errors import ConfigError
 from trd.config.schema import parse, plain
@@ -11,7 +13,7 @@ from trd.config.schema import parse, plain
 from .embedded import EMBEDDED
 from .errors import DataError
 from .role import SPLITS, RoleSpec
-from .urls import require_shards
+from .urls import make_shards_command, missing_shards
 
 
 def _absolute(pattern: str) -> str:
@@ -38,10 +40,62 @@ def role_config(cfg: Mapping, path: str) -> dict:
             if "://" in role[split] or role[split].startswith("pipe:"):
                 continue
             try:
-                require_shards(role[split])
+                urls, missing = missing_shards(role[split])
             except DataError as err:
                 raise ConfigError(f"data.{path}.{split}: {err}") from None
+            if missing:
+                _report_missing(f"data.{path}", split, role[split], len(urls), missing, str(cfg["data"].get("root", "")))
     return role
+
+
+_collected: ContextVar[dict | None] = ContextVar("missing_shards", default=None)
+
+
+@contextmanager
+def all_missing_shards():
+    """Inside it, role_config notes every role whose local shards are missing instead of stopping at the first;
+    on leaving, one ConfigError names them all, each with the command that creates its shards."""
+    found: dict[str, dict] = {}
+    token = _collected.set(found)
+    try:
+        yield
+    finally:
+        _collected.reset(token)
+    if found:
+        raise ConfigError(missing_shards_message(found))
+
+
+def _report_missing(where: str, split: str, pattern: str, total: int, missing: list[str], data_root: str) -> None:
+    entry = {"pattern": pattern, "total": total, "missing": missing, "data_root": data_root}
+    found = _collected.get()
+    if found is None:
+        raise ConfigError(missing_shards_message({where: {split: entry}}))
+    found.setdefault(where, {})[split] = entry
+
+
+def missing_shards_message(found: dict[str, dict]) -> str:
+    lines = [f"the shards of {len(found)} data role{'s' if len(found) > 1 else ''} are missing; create them, then "
+             f"submit again:"]
+    roots, listed = set(), {}
+    for where, splits in found.items():
+        patterns = tuple(sorted(e["pattern"] for e in splits.values()))
+        if patterns in listed:
+            lines.append(f"  {where}: the same shards as {listed[patterns]}")
+            continue
+        listed[patterns] = where
+        for split, e in splits.items():
+            lines.append(f"  {where}.{split}: {len(e['missing'])} of {e['total']} shards of '{e['pattern']}' missing "
+                         f"(first: {e['missing'][0]})")
+        commands = dict.fromkeys(make_shards_command(e["pattern"]) for e in splits.values())
+        lines += [f"    {command}" for command in commands]
+        overrides = " ".join(f"{where}.{split}=\"'<the {split} pattern it prints>'\"" for split in splits)
+        lines.append(f"    then, if it prints other patterns: {overrides}")
+        roots.update(e["data_root"] for e in splits.values()
+                     if e["data_root"] and e["pattern"].startswith(e["data_root"].rstrip("/") + "/"))
+    if roots:
+        lines.append(f"  shards that exist elsewhere: point data.root (now {', '.join(sorted(roots))}) or the TRD_DATA "
+                     f"variable at the folder that holds them")
+    return "\n".join(lines)
 
 
 def _check_embedded(spec: RoleSpec, where: str) -> None:

@@ -24,17 +24,20 @@ def point_result(grid_dir: Path, name: str) -> dict | None:
     return read_json(Path(grid_dir) / name / RESULT_FILE)
 
 
-def run_grid(grid_dir: str | Path, env: DistEnv, points: list[dict],
-             run_point: Callable[[dict, Path], dict]) -> list[dict]:
+def run_grid(grid_dir: str | Path, env: DistEnv, points: list[dict], run_point: Callable[[dict, Path], dict],
+             on_point: Callable[[int, int, dict], None] | None = None) -> list[dict]:
+    """on_point(number, of, point) before each point that runs (numbers from 1), e.g. for the live progress."""
     grid_dir = Path(grid_dir)
     names = [p["point"] for p in points]
     if len(set(names)) != len(names):
         raise ValueError(f"grid points must have distinct names, got {names}")
     results = []
-    for point in points:
+    for number, point in enumerate(points, start=1):
         point_dir = grid_dir / point["point"]
         result = point_result(grid_dir, point["point"])
         if result is None:
+            if on_point is not None:
+                on_point(number, len(points), point)
             result = {**point, **run_point(point, point_dir)}
             if env.is_main:
                 atomic_write_json(point_dir / RESULT_FILE, result)

@@ -64,8 +64,10 @@ def train(
         return progress
     device = engine.device
     zero_stage = engine.zero_optimization_stage()
+    log.live.phase(desc, global_step, max_steps if max_steps is not None else epochs * loader.steps_per_epoch)
     while epoch < epochs:
         loader.set_epoch(epoch)
+        log.live.note(epoch=epoch + 1, epochs=epochs)
         batches = loader.iter_from(start_step) if start_step else iter(loader)
         bar = log.progress(batches, total=loader.steps_per_epoch, initial=start_step, desc=f"{desc} {epoch + 1}/{epochs}")
         engine.train()
@@ -73,8 +75,9 @@ def train(
             torch.manual_seed(step_seed(seed, env.rank, global_step))
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             loss, scalars = step_fn(engine, images, labels, global_step)
-            if not math.isfinite(float(loss.detach())):
-                raise NonFiniteError(f"non-finite loss {float(loss.detach())} at epoch {epoch} step {step}")
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteError(f"non-finite loss {loss_value} at epoch {epoch} step {step}")
             engine.backward(loss)
             if zero_stage == 0:  # ZeRO 1/2 keep gradients in their own buffers; their norm is checked below
                 check_finite(loss, engine.module, step=global_step)
@@ -83,10 +86,11 @@ def train(
             if norm is not None and not math.isfinite(norm):
                 raise NonFiniteError(f"non-finite gradient norm at epoch {epoch} step {step}")
             global_step += 1
+            log.live.step(global_step, loss_value)
             if global_step % 10 == 0 or step + 1 == loader.steps_per_epoch:
-                log.scalars({"loss": float(loss.detach()), **scalars}, global_step, prefix=f"{desc}/")
+                log.scalars({"loss": loss_value, **scalars}, global_step, prefix=f"{desc}/")
                 log.scalar(f"{desc}/lr", engine.get_lr()[0], global_step)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                bar.set_postfix(loss=f"{loss_value:.3f}")
             if global_step in evaluate_at and on_evaluate is not None:
                 log.scalars(on_evaluate(global_step), global_step, prefix="eval/")
             budget_spent = max_steps is not None and global_step == max_steps

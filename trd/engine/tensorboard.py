@@ -1,4 +1,4 @@
-"""TensorBoard and progress bars, on rank 0 only."""
+"""TensorBoard, progress bars in the job's log and the live progress file (trd.progress), on rank 0 only."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +6,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from trd.engine.distributed import DistEnv
+from trd.progress import ProgressFile
 
 
 class StageLogger:
     def __init__(self, stage_dir: str | Path, env: DistEnv):
         self.env = env
         self.writer = None
+        self.live = ProgressFile(stage_dir, enabled=env.is_main)
         if env.is_main:
             from torch.utils.tensorboard import SummaryWriter
 

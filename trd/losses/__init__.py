@@ -4,7 +4,12 @@ from trd.losses.agem import agem_project, agem_project_grads_
 from trd.losses.finite import NonFiniteError, check_finite
 from trd.losses.gradient_collision import GCStats, gradient_collision_loss
 from trd.losses.objective import dtl_objective
-from trd.losses.retaining import RETAINING_LOSSES, distillation_loss, frozen_teacher, retaining_loss
+from trd.losses.retaining import (
+    RETAINING_LOSSES,
+    distillation_loss,
+    frozen_teacher,
+    retaining_loss,
+)
 from trd.losses.unlearning import (
     UNLEARNING_LOSSES,
     negative_ce_loss,

@@ -28,7 +28,10 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from trd.losses.chunked_batch_norm import chunked_batch_norm_eval, chunked_batch_norm_train
+from trd.losses.chunked_batch_norm import (
+    chunked_batch_norm_eval,
+    chunked_batch_norm_train,
+)
 from trd.losses.chunked_convolution import chunked_convolution
 
 _CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}

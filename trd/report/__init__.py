@@ -10,7 +10,8 @@ from pathlib import Path
 from trd.atomic import atomic_write
 from trd.report.plots import all_plots
 from trd.report.records import load_records, report_settings
-from trd.report.tables import Experiment, all_tables
+from trd.report.tables import Experiment, Table, all_tables
+from trd.report.tables import headline as headline_table
 from trd.report.write import problems_markdown, table_csv, table_markdown
 
 REPORT_DIR = "report"
@@ -23,12 +24,23 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, write)
 
 
-def write_report(exp_dir: str | Path, paper_scheme: str | None = None, reference: str | None = None) -> dict:
-    """paper_scheme and reference default to the experiment's (piggyback.paper_scheme, report.reference)."""
-    exp_dir = Path(exp_dir).resolve()
+def _experiment(exp_dir: Path, paper_scheme: str | None = None, reference: str | None = None) -> tuple[Experiment, list]:
     records = load_records(exp_dir)
     settings = report_settings(exp_dir)
     ex = Experiment(records, paper_scheme or settings.get("paper_scheme"), reference or settings.get("reference", "tl"))
+    return ex, records
+
+
+def headline(exp_dir: str | Path) -> Table | None:
+    """The headline table of an experiment (tables.headline), or None when it evaluated no model."""
+    ex, _ = _experiment(Path(exp_dir).resolve())
+    return headline_table(ex) if ex.of("evaluate") or ex.tasks else None
+
+
+def write_report(exp_dir: str | Path, paper_scheme: str | None = None, reference: str | None = None) -> dict:
+    """paper_scheme and reference default to the experiment's (piggyback.paper_scheme, report.reference)."""
+    exp_dir = Path(exp_dir).resolve()
+    ex, records = _experiment(exp_dir, paper_scheme, reference)
     if ex.paper_scheme is not None and ex.schemes and ex.paper_scheme not in ex.schemes:
         raise ValueError(f"paper scheme {ex.paper_scheme!r} was not run in {exp_dir}: use one of {', '.join(ex.schemes)}")
     out = exp_dir / REPORT_DIR

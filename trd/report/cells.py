@@ -38,7 +38,7 @@ class Cell:
     flags: tuple[str, ...] = ()  # caveats shown beside the number: NOT_SATURATED
     se: float | None = None  # standard error of the value from the test sets' sizes (binomial), where known
 
-    def text(self) -> str:
+    def text(self, with_se: bool = True) -> str:
         if self.status != OK:
             return self.status
         if self.unit == "count":
@@ -47,7 +47,7 @@ class Cell:
         number = f"{self.value * scale:{'+' if self.unit == 'delta' else ''}.{digits}f}"
         if self.std is not None:
             number = f"{number} ± {self.std * scale:.{digits}f}"
-        elif self.se is not None and self.unit in ("acc", "delta"):
+        elif with_se and self.se is not None and self.unit in ("acc", "delta"):
             number = f"{number} (SE {self.se * scale:.{digits}f})"
         return number + "".join(MARKS[f] for f in self.flags)
 

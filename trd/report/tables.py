@@ -151,6 +151,26 @@ def honest(ex: Experiment) -> Table:
         f"actually get. n/a: no validation slice (val_fraction 0). {SATURATION_NOTE}")
 
 
+def headline(ex: Experiment) -> Table:
+    """The experiment's answer in one table, printed when a run ends: per model its target accuracy, what the
+    best-of-grid attacker gets from it on each task, and the disposal ratio against that attacker."""
+    ref, scratch = ex.reference["ref"], ex.reference["scratch"]
+    columns = ["Acc_t"] + [c for task in ex.tasks for c in (f"Acc_pl {task}", f"disposal ratio {task}")]
+    table = Table("headline", "Headline: the worst-case attacker", columns,
+                  caption=f"Acc_pl: best-of-grid piggyback accuracy; disposal ratio against it, 0 = as useful to a "
+                          f"free-rider as {ex.reference_method.upper()}, 1 = no more than a random init. "
+                          f"{SATURATION_NOTE}")
+    for variant in ex.variants:
+        cells = {"Acc_t": ex.acc(variant, "target")}
+        for task in ex.tasks:
+            x = ex.acc_pl_best(variant, task)
+            cells[f"Acc_pl {task}"] = x
+            cells[f"disposal ratio {task}"] = ratio_cell(x, ex.acc_pl_best(ref, task), ex.acc_pl_best(scratch, task),
+                                                         ex.reference_method.upper())
+        table.add(variant_name(variant), cells)
+    return table
+
+
 def table3(ex: Experiment) -> Table:
     columns = ["Acc_s", "Acc_t"]
     for task in ex.tasks:
@@ -220,5 +240,5 @@ def all_tables(ex: Experiment) -> list[Table]:
     return tables
 
 
-__all__ = ["Experiment", "Table", "all_tables", "honest", "mia_table", "piggyback_table", "table1", "table3",
+__all__ = ["Experiment", "Table", "all_tables", "headline", "honest", "mia_table", "piggyback_table", "table1", "table3",
            "worst_case"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 
 from trd.report.cells import UNDEFINED
 from trd.report.records import Record
@@ -28,6 +29,21 @@ def table_markdown(table: Table) -> str:
     if undefined:
         lines += ["", "Undefined cells:"] + [f"- {_md_escape(note)}" for note in undefined]
     return "\n".join(lines) + "\n"
+
+
+def table_text(table: Table, max_row: int = 40) -> str:
+    """Plain aligned columns for a console: values without their standard errors, long row names cut."""
+    rows = [[row if len(row) <= max_row else row[:max_row - 1] + "…", *(cells[c].text(with_se=False)
+                                                                        for c in table.columns)]
+            for row, cells in table.rows]
+    header = ["model", *table.columns]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"{table.title}"]
+    for r in [header, *rows]:
+        lines.append("  " + "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    if table.caption:
+        lines.append(textwrap.fill(table.caption, width=110))
+    return "\n".join(lines)
 
 
 def table_csv(table: Table) -> str:

@@ -264,7 +264,8 @@ def run(ctx) -> dict:
     points = [p.as_dict(vary) for p in initial_points(lrs, wds_, augments)]
     added: list[dict] = []
     while True:
-        results = run_grid(ctx.dir / "grid", ctx.env, points, run_point)
+        results = run_grid(ctx.dir / "grid", ctx.env, points, run_point,
+                           on_point=lambda n, of, point: ctx.log.live.note(point=n, points=of, at=point["point"]))
         new = extensions(results, lrs, scheme["extend"], tolerance)
         if not new:
             break
