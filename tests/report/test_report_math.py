@@ -347,3 +347,33 @@ def test_single_seed_accuracies_carry_their_standard_error_and_a_ratio_without_s
     assert ratio["status"] == "undefined" and "less than twice its standard error" in ratio["note"]
     md = (exp / "report" / "report.md").read_text()
     assert "Undefined cells:" in md and "not clearly positive" in md
+
+
+def test_the_headline_is_the_worst_case_in_absolute_numbers(experiment):
+    from trd.report import headline
+    from trd.report.write import table_text
+
+    table = headline(experiment)
+    assert table.columns == ["Acc_t", "Acc_pl synth", "disposal ratio synth"]
+    rows = dict(table.rows)
+    # Per attacked model the best over both schemes and both attacker seeds, as the worst-case table.
+    tl, scratch, gc = 0.85, 0.27, 0.35
+    assert rows["tl"]["Acc_pl synth"].value == pytest.approx(tl)
+    assert rows["tl"]["Acc_t"].value == pytest.approx(0.7) and rows["scratch"]["Acc_t"].status == "n/a"
+    assert rows["gc lam=0.5"]["disposal ratio synth"].value == pytest.approx((tl - gc) / (tl - scratch))
+    lines = table_text(table).splitlines()
+    assert lines[0] == "Headline: the worst-case attacker"
+    assert lines[2].split() == ["tl", "70.00", "85.00", "0.000"]
+
+
+def test_without_attacks_the_headline_is_the_target_accuracy(tmp_path):
+    from trd.report import headline
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    plan = {"format": 2, "settings": {}, "stages": {}}
+    _stage(exp, plan, "evaluate/transfer", "evaluate", {"method": "tl", "evaluates": "transfer"},
+           {"status": "done", "acc": {"target": 0.5}})
+    (exp / "plan.json").write_text(json.dumps(plan))
+    table = headline(exp)
+    assert (table.title, table.columns, table.caption) == ("Headline: target accuracy", ["Acc_t"], "")

@@ -156,10 +156,13 @@ def headline(ex: Experiment) -> Table:
     best-of-grid attacker gets from it on each task, and the disposal ratio against that attacker."""
     ref, scratch = ex.reference["ref"], ex.reference["scratch"]
     columns = ["Acc_t"] + [c for task in ex.tasks for c in (f"Acc_pl {task}", f"disposal ratio {task}")]
-    table = Table("headline", "Headline: the worst-case attacker", columns,
-                  caption=f"Acc_pl: best-of-grid piggyback accuracy; disposal ratio against it, 0 = as useful to a "
-                          f"free-rider as {ex.reference_method.upper()}, 1 = no more than a random init. "
-                          f"{SATURATION_NOTE}")
+    if not ex.tasks:  # nothing was attacked: the models' target accuracy is all there is to say
+        table = Table("headline", "Headline: target accuracy", columns)
+    else:
+        table = Table("headline", "Headline: the worst-case attacker", columns,
+                      caption=f"Acc_pl: best-of-grid piggyback accuracy; disposal ratio against it, 0 = as useful to "
+                              f"a free-rider as {ex.reference_method.upper()}, 1 = no more than a random init. "
+                              f"{SATURATION_NOTE}")
     for variant in ex.variants:
         cells = {"Acc_t": ex.acc(variant, "target")}
         for task in ex.tasks:
