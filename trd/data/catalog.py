@@ -1,5 +1,5 @@
-"""What a split contains after policy: usable samples per shard, the ``fraction`` subset, the ``part`` slice,
-corrupt skips."""
+"""What a split contains after policy: usable samples per shard, the ``classes`` kept, the ``fraction`` subset,
+the ``part`` slice, corrupt skips."""
 
 from __future__ import annotations
 
@@ -54,9 +54,10 @@ def part_mask(kept: np.ndarray, part: list[float], seed: int) -> np.ndarray:
     return mask
 
 
-def _check_labels(index: ShardIndex, num_classes: int) -> None:
+def _check_labels(index: ShardIndex, num_classes: int | None) -> None:
+    """Every label in [0, num_classes); num_classes None (a role with `classes`): only non-negative."""
     labels = np.asarray(index.labels, dtype=np.int64)
-    out = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    out = np.flatnonzero((labels < 0) | (labels >= (num_classes if num_classes is not None else np.inf)))
     if len(out):
         i = int(out[0])
         raise DataError(
@@ -85,14 +86,21 @@ def build_catalog(spec: RoleSpec, split: str, skip_corrupt: bool) -> Catalog:
                 raise DataError(message + ": fix the shard (each sample needs a unique key, an image and an integer 'cls') or pass skip_corrupt=True")
             warnings.warn(message + "; skipping them (skip_corrupt=True)", stacklevel=3)
             corrupt += len(index.bad)
-        _check_labels(index, spec.num_classes)
+        _check_labels(index, None if spec.classes else spec.num_classes)
         usable.append(index)
 
     labels = np.concatenate([np.asarray(s.labels, dtype=np.int64) for s in usable]) if usable else np.zeros(0, np.int64)
+    mask = None
+    if spec.classes:
+        mask = np.isin(labels, spec.classes)
+        absent = [c for c in spec.classes if not (labels == c).any()]
+        if absent:
+            raise DataError(f"classes {absent} of classes={spec.classes} have no sample in the {split} split "
+                            f"'{spec.pattern(split)}': list labels the shards have")
     if split == "train" and spec.fraction is not None and spec.fraction < 1.0:
-        mask = balanced_subset(labels, spec.fraction, spec.fraction_seed)
-    else:
-        mask = None
+        # Per class with its own seed: the same subset of a class whichever other classes are kept.
+        fraction = balanced_subset(labels, spec.fraction, spec.fraction_seed)
+        mask = fraction if mask is None else mask & fraction
     if split == "train" and spec.part is not None:
         mask = part_mask(np.ones(len(labels), bool) if mask is None else mask, spec.part, spec.part_seed)
         if not mask.any():

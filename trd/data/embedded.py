@@ -196,7 +196,9 @@ def ensure_role_shards(role) -> None:
     spec = parse_role(role)
     if spec.embedded:
         dataset = get_embedded(spec.embedded)
-        if spec.num_classes != dataset.num_classes:
+        if spec.classes and max(spec.classes) >= dataset.num_classes:
+            raise DataError(f"classes={spec.classes} but embedded dataset {spec.embedded!r} has labels 0..{dataset.num_classes - 1}: list labels it has")
+        if not spec.classes and spec.num_classes != dataset.num_classes:
             raise DataError(f"role num_classes={spec.num_classes} but embedded dataset {spec.embedded!r} has {dataset.num_classes} classes: set num_classes: {dataset.num_classes}")
         materialize(spec.embedded, expand_urls(spec.train), expand_urls(spec.test), spec.image_size)
     require_shards(spec.train)

@@ -28,7 +28,8 @@ class RoleSpec:
     """train, test: shard brace patterns; fraction: class-balanced share of the train split (deterministic by
     fraction_seed); part: [a, b], the slice from a to b of a permutation (seeded by part_seed) of what is left
     of the train split, so disjoint slices of one split can serve different users (the defender's and the
-    attacker's data, an attacker's training and validation data); embedded: a name in trd.data.EMBEDDED,
+    attacker's data, an attacker's training and validation data); classes: the shards' labels to keep, in both
+    splits, relabelled 0..k-1 in the order given (num_classes is then k); embedded: a name in trd.data.EMBEDDED,
     generated at the patterns when missing; mean, std: one number or three; augment: random crop + flip for
     train loaders; shuffle_buffer: samples."""
 
@@ -40,6 +41,7 @@ class RoleSpec:
     fraction_seed: int = 0
     part: list[float] | None = knob(None, each(within(0, 1)))
     part_seed: int = 0
+    classes: list[int] | None = knob(None, each(at_least(0)))
     embedded: str | None = None
     mean: float | list[float] = 0.5
     std: float | list[float] = knob(0.5, each(positive()))
@@ -47,6 +49,13 @@ class RoleSpec:
     shuffle_buffer: int = knob(1000, at_least(1))
 
     def check(self, where: str) -> None:
+        if self.classes is not None:
+            if not self.classes or len(set(self.classes)) != len(self.classes):
+                raise ConfigError(f"{where}.classes={self.classes} must list distinct labels of the shards, e.g. [5, 6, 7]")
+            if self.num_classes != len(self.classes):
+                raise ConfigError(f"{where}.num_classes={self.num_classes} but {where}.classes keeps "
+                                  f"{len(self.classes)}: set num_classes: {len(self.classes)} (the classes are "
+                                  f"relabelled 0..{len(self.classes) - 1} in the order given)")
         if self.part is not None and (len(self.part) != 2 or not self.part[0] < self.part[1]):
             raise ConfigError(f"{where}.part={self.part} must be [a, b] with 0 <= a < b <= 1, e.g. [0.8, 1.0]")
         object.__setattr__(self, "mean", _triple(self.mean, f"{where}.mean"))

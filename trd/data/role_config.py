@@ -31,7 +31,8 @@ def role_config(cfg: Mapping, path: str) -> dict:
             raise ConfigError(f"data.{path} is not configured: add it to the data config")
         node = node[part]
     spec = parse(node, RoleSpec, f"data.{path}")
-    role = {k: v for k, v in plain(spec).items()}
+    # A key left at None stays out: stage hashes of roles that do not use it stay as they were before it existed.
+    role = {k: v for k, v in plain(spec).items() if not (k == "classes" and v is None)}
     role["train"], role["test"] = _absolute(spec.train), _absolute(spec.test)
     if spec.embedded:
         _check_embedded(spec, f"data.{path}")
@@ -102,7 +103,11 @@ def _check_embedded(spec: RoleSpec, where: str) -> None:
     if spec.embedded not in EMBEDDED:
         raise ConfigError(f"{where}.embedded={spec.embedded!r} is not an embedded dataset: use one of "
                           f"{', '.join(sorted(EMBEDDED))}")
-    if EMBEDDED[spec.embedded].num_classes != spec.num_classes:
+    labels = EMBEDDED[spec.embedded].num_classes
+    if spec.classes and max(spec.classes) >= labels:
+        raise ConfigError(f"{where}.classes={spec.classes} but its data ({spec.embedded}) has labels 0..{labels - 1}: "
+                          f"list labels it has")
+    if not spec.classes and labels != spec.num_classes:
         raise ConfigError(f"{where}.num_classes={spec.num_classes} but its data ({spec.embedded}) has "
                           f"{EMBEDDED[spec.embedded].num_classes} classes: set "
                           f"{where}.num_classes={EMBEDDED[spec.embedded].num_classes}")

@@ -45,6 +45,9 @@ class EpochStream(torch.utils.data.IterableDataset):
     ):
         super().__init__()
         self.catalog, self.plans, self.spec = catalog, plans, spec
+        # A role with `classes` reads only those labels (the catalog drops the rest) and relabels them 0..k-1.
+        self._relabel = {c: i for i, c in enumerate(spec.classes)} if spec.classes else {}
+        self._label_limit = max(spec.classes) + 1 if spec.classes else spec.num_classes
         self.batch_size, self.train = batch_size, train
         self.seed, self.epoch, self.rank = seed, epoch, rank
         self.steps, self.start_step = steps, start_step
@@ -102,7 +105,8 @@ class EpochStream(torch.utils.data.IterableDataset):
     def _decoded(self, raw: Iterator[dict]) -> Iterator[tuple[np.ndarray, int]]:
         for sample in raw:
             try:
-                yield decode_sample(sample, self.spec.image_size, self.spec.num_classes)
+                pixels, label = decode_sample(sample, self.spec.image_size, self._label_limit)
+                yield pixels, self._relabel.get(label, label) if self._relabel else label
             except CorruptSample as exc:
                 if not self.skip_corrupt:
                     raise
