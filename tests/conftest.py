@@ -7,6 +7,12 @@ import os
 import pytest
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+# Each xdist worker gets its share of the cores, and so do the stage processes it starts (they inherit the
+# variable): torch's default of every core per process runs 4 threads on 2 cores when both workers compute,
+# and spinning OpenMP threads then cost far more than twice the time (an in-process attack took 344 s in the
+# suite against 82 s alone).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +24,9 @@ def data_root(tmp_path_factory) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def _session_env(tmp_path_factory):
     os.environ.setdefault("TRD_CACHE", str(tmp_path_factory.mktemp("trd-cache")))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch came in before the variable
     yield
 
 
