@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from trd.console import watch
-from trd.status import format_status, stage_rows
-from trd.summary import FAILED, summary
+from trd.status import FAILED_STATES, format_status, stage_rows
+from trd.summary import summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"trd: error: {err}", file=sys.stderr)
         return 2
-    return 1 if any(r["status"] in FAILED for r in rows) else 0
+    return 1 if any(r["status"] in FAILED_STATES for r in rows) else 0
 
 
 if __name__ == "__main__":

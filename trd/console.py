@@ -13,9 +13,9 @@ from typing import TextIO
 
 from trd import contract
 from trd.progress import read_progress, seconds_left
-from trd.status import DIED, stage_rows
+from trd.status import DIED, FAILED_STATES, stage_rows
 
-ENDED = {contract.DONE, contract.FAILED, contract.DIVERGED, DIED, "not run", "cancelled"}
+ENDED = FAILED_STATES | {contract.DONE, "not run", "cancelled"}
 PLAIN_PROGRESS_EVERY_S = 30.0
 MIN_TABLE_WIDTH = 80  # narrower terminals get plain lines: a table wrapped over two lines is harder to read
 REUSED = "reused"

@@ -11,6 +11,7 @@ from trd.owner import alive, read_owner
 from trd.slurm import FINAL_STATES, NEVER_STARTS, job_record
 
 DIED = "died"  # metrics.json says running, but no live job owns the stage
+FAILED_STATES = frozenset({contract.FAILED, contract.DIVERGED, DIED})  # ended without a result to use
 
 
 def _ended_unfinished(job: dict) -> tuple[str, str] | None:
@@ -80,7 +81,7 @@ def format_status(rows: list[dict]) -> str:
     for r in rows:
         acc = " ".join(f"{k}={v:.4f}" for k, v in sorted(r["acc"].items()) if isinstance(v, float))
         line = f"  {r['stage']:<{width}}  {r['status']:<8}  {acc}".rstrip()
-        if r["status"] in (contract.FAILED, contract.DIVERGED, DIED):
+        if r["status"] in FAILED_STATES:
             line += f"\n  {'':<{width}}  {r['error'] or ''}\n  {'':<{width}}  log: {r['log']}"
         elif r["status"] in ("not run", "cancelled", contract.PENDING) and r["error"]:
             line += f"\n  {'':<{width}}  {r['error']}"

@@ -9,9 +9,7 @@ from pathlib import Path
 
 from trd import contract
 from trd.console import counts
-from trd.status import DIED
-
-FAILED = {contract.FAILED, contract.DIVERGED, DIED}
+from trd.status import FAILED_STATES
 
 
 def headline_text(exp_dir: Path) -> str | None:
@@ -48,7 +46,7 @@ def summary(exp_dir: str | Path, rows: list[dict]) -> str:
             lines.append(f"trd: plots        {report}/*.png")
     lines.append(f"trd: every stage  python launch/status.py {shlex.quote(str(exp_dir))}")
     lines.append(f"trd: TensorBoard  tensorboard --logdir {shlex.quote(str(exp_dir / contract.STAGE_LINKS))}")
-    failed = [r for r in rows if r["status"] in FAILED]
+    failed = [r for r in rows if r["status"] in FAILED_STATES]
     for r in failed:
         error = str(r.get("error") or "no error recorded").strip().splitlines()
         lines += [f"trd: {r['stage']} {r['status']}: {error[-1]}", f"     its log: {r['log']}"]
