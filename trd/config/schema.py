@@ -50,14 +50,16 @@ def each(rule: Rule) -> Rule:
     return Rule(rule.test, f"with every element {rule.allowed}", each=True, outside=[rule.outside])
 
 
-def knob(default: Any = dataclasses.MISSING, rule: Rule | None = None, *, factory: Callable | None = None):
-    """A dataclass field with its rule; no default makes the key required (its value comes from the YAML)."""
+def knob(default: Any = dataclasses.MISSING, rule: Rule | None = None, *, factory: Callable | None = None,
+         kw_only: bool = False):
+    """A dataclass field with its rule; no default makes the key required (its value comes from the YAML).
+    kw_only lets a required key follow keys with defaults (a subclass adding one to TrainConfig)."""
     metadata = {"rule": rule} if rule else {}
     if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=metadata)
+        return dataclasses.field(default_factory=factory, metadata=metadata, kw_only=kw_only)
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, kw_only=kw_only)
+    return dataclasses.field(default=default, metadata=metadata, kw_only=kw_only)
 
 
 def to_data(node) -> Any:
