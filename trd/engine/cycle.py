@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import torch
+
 
 def cycle_from(loader, global_step: int) -> Iterator:
     """Batches of a train loader repeated over its epochs, starting where global_step of them would have
@@ -15,3 +17,18 @@ def cycle_from(loader, global_step: int) -> Iterator:
         loader.set_epoch(epoch)
         yield from (loader.iter_from(step) if step else iter(loader))
         epoch, step = epoch + 1, 0
+
+
+class SideStream:
+    """A second loader's batches for a training step: the first call starts them where `global_step` steps
+    would have left off (cycle_from), so a resumed job draws the same side batches."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self._batches: Iterator | None = None
+
+    def next(self, global_step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._batches is None:
+            self._batches = cycle_from(self.loader, global_step)
+        images, labels = next(self._batches)
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
