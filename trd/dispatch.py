@@ -6,6 +6,7 @@ wave, since it has no dependencies of its own.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -49,6 +50,10 @@ def _executor(launcher: Mapping, folder: Path):
     gpus = int(launcher.get("gpus_per_node", 0))
     if name == "local":
         ex = submitit.LocalExecutor(folder, max_num_timeout=int(launcher["max_num_timeout"]))
+        if int(launcher.get("max_parallel", 1)) > 1:
+            # Jobs side by side each take launcher.cpus_per_task threads (they inherit the variable), not every
+            # core each: oversubscribed OpenMP threads cost far more than the parallelism gains.
+            os.environ.setdefault("OMP_NUM_THREADS", str(int(launcher.get("cpus_per_task", 1))))
         # Fractions of a minute are fine locally (tests exercise the timeout -> requeue path with them).
         ex.update_parameters(timeout_min=float(launcher["timeout_min"]), tasks_per_node=tasks, gpus_per_node=gpus,
                              signal_delay_s=int(launcher.get("signal_delay_s", 30)))
@@ -215,12 +220,13 @@ def _run_local(plan: Plan, ex, launcher: Mapping, result: Dispatch,
     max_parallel = max(1, int(launcher.get("max_parallel", 1)))
     for wave in plan.waves():
         todo = _todo(wave, plan, result)
-        for group in _arrays(todo):
-            for start in range(0, len(group), max_parallel):
-                part = group[start:start + max_parallel]
-                jobs = dict(zip([s.name for s in part], _submit_array(ex, part, None, launcher)))
-                _wait(jobs, "local", float(launcher["poll_s"]), on_poll)
-                submitted.update(jobs)
+        queue = [spec for group in _arrays(todo) for spec in group]  # stages of different kinds share the slots
+        for start in range(0, len(queue), max_parallel):
+            jobs = {}
+            for group in _arrays(queue[start:start + max_parallel]):
+                jobs.update(zip([s.name for s in group], _submit_array(ex, group, None, launcher)))
+            _wait(jobs, "local", float(launcher["poll_s"]), on_poll)
+            submitted.update(jobs)
         _classify(plan, [s.name for s in todo], result)
     return submitted
 
