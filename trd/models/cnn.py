@@ -21,10 +21,16 @@ def conv_unit(in_channels: int, out_channels: int, batchnorm: bool, pool: bool) 
 
 
 class SmallCNN(TrdModel):
-    """conv(w) -> pool -> conv(2w) -> pool -> conv(4w) -> global average pool -> linear."""
+    """conv(w) -> pool -> conv(2w) -> pool -> conv(4w) -> global average pool [-> linear(hidden) -> ReLU] -> linear.
 
-    def __init__(self, num_classes: int, image_size: int, *, batchnorm: bool = True, width: int = 32):
-        super().__init__("cnn", num_classes, image_size, {"batchnorm": batchnorm, "width": width})
+    hidden adds the fully connected layer of the transfer-resistant study's small CNN: penultimate features
+    that follow a ReLU over the whole image (SKD zeroes them; trd.losses.skd)."""
+
+    def __init__(self, num_classes: int, image_size: int, *, batchnorm: bool = True, width: int = 32,
+                 hidden: int | None = None):
+        # hidden stays out of the options when unset, so models saved before it existed rebuild unchanged
+        options = {"batchnorm": batchnorm, "width": width, **({"hidden": hidden} if hidden is not None else {})}
+        super().__init__("cnn", num_classes, image_size, options)
         if image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"cnn: image_size {image_size} is too small; use image_size >= {MIN_IMAGE_SIZE}")
         if width < 1:
@@ -32,5 +38,9 @@ class SmallCNN(TrdModel):
         self.stem = conv_unit(3, width, batchnorm, pool=True)
         self.block0 = conv_unit(width, 2 * width, batchnorm, pool=True)
         self.block1 = conv_unit(2 * width, 4 * width, batchnorm, pool=False)
-        neck = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        self._finish(["stem", "block0", "block1"], neck, feature_dim=4 * width)
+        if hidden is not None and hidden < 1:
+            raise ValueError(f"cnn: hidden must be >= 1 (or null for none), got {hidden}")
+        neck = [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
+        if hidden is not None:
+            neck += [nn.Linear(4 * width, hidden), nn.ReLU()]
+        self._finish(["stem", "block0", "block1"], nn.Sequential(*neck), feature_dim=hidden or 4 * width)
