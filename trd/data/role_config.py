@@ -123,3 +123,27 @@ def check_same_image_size(roles: Mapping[str, dict]) -> None:
                 f"data.{other}.image_size={roles[other]['image_size']} differs from data.{first}.image_size="
                 f"{roles[first]['image_size']}: one model sees both; set data.{other}.image_size="
                 f"{roles[first]['image_size']} (shards are resized on load)")
+
+
+def check_disjoint_classes(first: str, a: dict, second: str, b: dict) -> None:
+    """data.<first> and data.<second> read from the same train shards: they must keep disjoint classes."""
+    if a["train"] != b["train"]:
+        return
+    kept_a, kept_b = a.get("classes"), b.get("classes")
+    if kept_a is None or kept_b is None:
+        whole = first if kept_a is None else second
+        raise ConfigError(f"data.{second} reads the shards of data.{first} and data.{whole} keeps every class of "
+                          f"them: give both a `classes` list, with no class in both")
+    common = sorted(set(kept_a) & set(kept_b))
+    if common:
+        raise ConfigError(f"data.{second}.classes={kept_b} shares {common} with data.{first}.classes={kept_a}: "
+                          f"a class is either {first} or {second}; remove {common} from one of them")
+
+
+def beneficial_and_malicious(cfg: Mapping) -> tuple[dict, dict]:
+    """The transfer-resistant setting's roles: data.source (the beneficial task the released model serves) and
+    data.malicious (the task the defender knows a free-rider wants), one model's input size, disjoint classes."""
+    source, malicious = role_config(cfg, "source"), role_config(cfg, "malicious")
+    check_same_image_size({"source": source, "malicious": malicious})
+    check_disjoint_classes("source", source, "malicious", malicious)
+    return source, malicious
