@@ -30,10 +30,12 @@ class Task:
 
 
 def maml_objective(model: torch.nn.Module, params: Params, tasks: Sequence[Task], steps: int, opt: InnerOptimizer,
-                   second_order: bool = True, loss: Callable = F.cross_entropy) -> torch.Tensor:
+                   second_order: bool = True, loss: Callable = F.cross_entropy, fixed: Params | None = None) -> torch.Tensor:
+    """The inner loops adapt `params`; `fixed` holds parameters they leave alone (a frozen body under a linear
+    probe), still differentiable from the outside."""
     if not tasks:
         raise ValueError("a meta step needs at least one task")
-    buffers = dict(model.named_buffers())
+    buffers = {**dict(model.named_buffers()), **(fixed or {})}
 
     def forward(p: Params, images: torch.Tensor) -> torch.Tensor:
         return functional_call(model, (p, buffers), (images,))
