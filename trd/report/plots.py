@@ -2,12 +2,14 @@
 does not have (no stage labelled lam, no task with a fraction) is not drawn.
 
 * lam_sweep_<task>.png: Acc_pl against Acc_t over a lam sweep (the DTL paper's Fig. 6), one line per method.
-* curves_<task>_<scheme>.png: test accuracy at every evaluation of the scheme's fixed point, per model.
+* curves_<task>_<scheme>.png: test accuracy at every evaluation of the scheme's fixed point, per model, the
+  band one std over its seeds (the transfer-resistant study's Fig. 2 with the mit scheme).
 * data_amount.png: the worst-case Acc_pl against the attacker's data fraction (Fig. 5), per model.
 """
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -92,8 +94,12 @@ def learning_curves(ex: Experiment, out: Path) -> list[Path]:
                 lrs.update(r.metrics["grid"][0]["lr"] for r in records)
                 length = min(len(p["curve"]) for p in fixed)
                 mean = [sum(p["curve"][e] for p in fixed) / len(fixed) * 100 for e in range(length)]
-                steps = fixed[0].get("steps") or list(range(1, length + 1))
-                ax.plot(steps[:length], mean, "o-", markersize=3, label=f"{variant_name(v)} (n={len(fixed)})")
+                steps = (fixed[0].get("steps") or list(range(1, length + 1)))[:length]
+                line, = ax.plot(steps, mean, "o-", markersize=3, label=f"{variant_name(v)} (n={len(fixed)})")
+                if len(fixed) > 1:
+                    std = [statistics.stdev(p["curve"][e] * 100 for p in fixed) for e in range(length)]
+                    ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                                    color=line.get_color(), alpha=0.2, linewidth=0)
                 drawn += 1
             if not drawn:
                 continue
