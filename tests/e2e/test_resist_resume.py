@@ -1,0 +1,82 @@
+"""The transfer-resistant stages that run in phases (SKD: distil, then a new head; UNSIR: train, impair,
+repair) resume from a checkpoint taken mid-way through a later phase and end exactly where an uninterrupted
+run ends; Reverse-MAML's meta steps resume mid-epoch the same way."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from cli import REPO, finish_stage, start_stage
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from trd.experiment import plan_experiment
+
+pytestmark = pytest.mark.slow
+
+# A fifth of the defender's data, a checkpoint every 2 steps, one or two short epochs per phase.
+SMALL = ["+data.source.fraction=0.2", "+data.malicious.fraction=0.2", "plain.epochs=1",
+         "skd.epochs=1", "skd.checkpoint_every=2", "skd.head.epochs=2", "skd.head.checkpoint_every=2",
+         "unsir.epochs=1", "unsir.checkpoint_every=2", "unsir.noise.steps=3", "unsir.retain_fraction=0.5",
+         "unsir.impair.checkpoint_every=2", "unsir.repair.epochs=2", "unsir.repair.checkpoint_every=2",
+         "unsir.impair.batch_size=16", "unsir.repair.batch_size=16", "skd.head.batch_size=16",
+         "reverse_maml.epochs=1", "reverse_maml.checkpoint_every=2", "reverse_maml.inner_steps=1",
+         "stages=[plain,skd,unsir,reverse_maml]"]
+# (stage, where the checkpoint the kill waits for is written, the progress it must have reached)
+CASES = [("skd", "head", 3), ("unsir", "repair", 3), ("reverse_maml", ".", 3)]
+
+
+def _plan(out_root: Path, data_root: str, monkeypatch):
+    monkeypatch.setenv("TRD_DATA", data_root)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+exp=resist_demo", f"out_root={out_root}", *SMALL])
+    plan = plan_experiment(cfg)
+    plan.write(out_root / "resist_demo")
+    return plan
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory, data_root):
+    monkeypatch = pytest.MonkeyPatch()
+    plan = _plan(tmp_path_factory.mktemp("reference"), data_root, monkeypatch)
+    monkeypatch.undo()
+    finish_stage(plan["plain"].dir)
+    return {name: (load_file(str(plan[name].dir / "model.safetensors")), finish_metrics)
+            for name, finish_metrics in ((n, finish_stage(plan[n].dir)) for n, _, _ in CASES)}
+
+
+def _wait_for_checkpoint(pointer: Path, steps: int, proc) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        progress = json.loads(pointer.read_text())["progress"] if pointer.exists() else None
+        if progress and progress["global_step"] >= steps and progress["step"]:
+            return
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.02)
+    pytest.fail(f"no mid-epoch checkpoint appeared at {pointer}")
+
+
+@pytest.mark.parametrize("name, phase, steps", CASES)
+def test_a_phase_killed_mid_epoch_resumes_to_the_uninterrupted_result(name, phase, steps, tmp_path, data_root,
+                                                                       monkeypatch, references):
+    plan = _plan(tmp_path, data_root, monkeypatch)
+    finish_stage(plan["plain"].dir)
+    stage = plan[name].dir
+    proc = start_stage(stage)
+    _wait_for_checkpoint(stage / phase / "checkpoint" / "resume.json", steps, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (stage / "model.safetensors").exists()
+    metrics = finish_stage(stage)
+    want_weights, want_metrics = references[name]
+    for key in ("acc", "misses", "unsir"):
+        assert metrics.get(key) == want_metrics.get(key)
+    weights = load_file(str(stage / "model.safetensors"))
+    assert weights.keys() == want_weights.keys()
+    for key, tensor in weights.items():
+        torch.testing.assert_close(tensor, want_weights[key], rtol=0, atol=0, msg=key)
+    assert not list(stage.glob("**/checkpoint"))
