@@ -1,0 +1,124 @@
+"""How SKD's two terms trade off on the embedded data of +exp=resist_demo, and why its misses stay high there.
+
+Trains the demo's plain teacher (cnn, width 32, hidden 128) once, then for each (constant, malicious weight)
+distils a student for a few epochs (trd.losses.skd.skd_loss), trains a new head on the frozen student, and
+prints the student's misses on the malicious test images and its beneficial test accuracy. A last row trains the
+same CNN from scratch on the binary question the student has to answer (beneficial or malicious image?).
+
+    python bench/skd_balance.py               # the table in bench/README.md
+    python bench/skd_balance.py --epochs 2    # a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from trd.data import build_loader, ensure_role_shards
+from trd.data.role_config import beneficial_and_malicious
+from trd.engine.evaluation import accuracy
+from trd.losses.skd import misses, skd_loss
+from trd.models import build_model
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+VARIANTS = [(-100.0, 1.0), (-2.0, 1.0), (-2.0, 2.0), (-2.0, 5.0)]
+
+
+def loaders(data_root: str):
+    os.environ.setdefault("TRD_DATA", data_root)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+exp=resist_demo", f"out_root={data_root}"])
+    roles = beneficial_and_malicious(cfg)
+    for role in roles:
+        ensure_role_shards(role)
+    make = lambda role, split, train: build_loader(role, split, 64 if train else 256, train=train, seed=0,  # noqa: E731
+                                                   rank=0, world_size=1, num_workers=0, skip_corrupt=False)
+    return [(make(r, "train", True), make(r, "test", False)) for r in roles]
+
+
+def sgd(model, lr, steps):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+
+
+def epochs_of(loader, epochs, other=None):
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        if other is None:
+            yield from loader
+        else:
+            other.set_epoch(epoch)
+            yield from zip(loader, other)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=5, help="SKD epochs per variant")
+    parser.add_argument("--teacher-epochs", type=int, default=10)
+    parser.add_argument("--data", default="/tmp/trd-bench-data")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    (good, good_test), (bad, bad_test) = loaders(args.data)
+    cpu = torch.device("cpu")
+
+    teacher = build_model("cnn", num_classes=10, image_size=32, width=32, hidden=128)
+    opt, sched = sgd(teacher, 0.05, args.teacher_epochs * good.steps_per_epoch)
+    for x, y in epochs_of(good, args.teacher_epochs):
+        loss = F.cross_entropy(teacher(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    teacher.eval().requires_grad_(False)
+    print(f"# {datetime.date.today()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+          f"teacher: {accuracy(teacher, good_test, cpu) * 100:.1f}% beneficial, misses "
+          f"{misses(teacher, bad_test, cpu) * 100:.0f}%; {args.epochs} SKD epochs, 3 head epochs")
+    print("| constant | malicious weight | misses | beneficial acc |\n|---:|---:|---:|---:|")
+    for constant, weight in VARIANTS:
+        torch.manual_seed(0)
+        student = copy.deepcopy(teacher).requires_grad_(True).train()
+        opt, sched = sgd(student, 0.05, args.epochs * good.steps_per_epoch)
+        for (x, _), (xb, _) in epochs_of(good, args.epochs, bad):
+            with torch.no_grad():
+                target = teacher.features(x)
+            loss, _ = skd_loss(student, target, x, xb, constant, weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        student.replace_head(10)
+        student.set_trainable("linear")
+        head = torch.optim.Adam(student.head.parameters(), lr=0.01)
+        for x, y in epochs_of(good, 3):
+            student.eval()
+            loss = F.cross_entropy(student(x), y)
+            head.zero_grad()
+            loss.backward()
+            head.step()
+        print(f"| {constant:g} | {weight:g} | {misses(student, bad_test, cpu) * 100:.1f}% | "
+              f"{accuracy(student, good_test, cpu) * 100:.1f}% |")
+
+    torch.manual_seed(0)
+    binary = build_model("cnn", num_classes=2, image_size=32, width=32, hidden=128)
+    opt, sched = sgd(binary, 0.05, 10 * good.steps_per_epoch)
+    for (x, _), (xb, _) in epochs_of(good, 10, bad):
+        loss = F.cross_entropy(binary(torch.cat([x, xb])), torch.cat([torch.zeros(len(x)), torch.ones(len(xb))]).long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    as_good = accuracy(binary, [(x, torch.zeros(len(x), dtype=torch.long)) for x, _ in good_test], cpu)
+    as_bad = accuracy(binary, [(x, torch.ones(len(x), dtype=torch.long)) for x, _ in bad_test], cpu)
+    print(f"\nbinary beneficial-or-malicious CNN from scratch, 10 epochs: {(as_good + as_bad) / 2 * 100:.1f}% "
+          f"balanced accuracy ({as_good * 100:.1f}% of beneficial, {as_bad * 100:.1f}% of malicious test images)")
+
+
+if __name__ == "__main__":
+    main()
