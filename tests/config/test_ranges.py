@@ -19,6 +19,8 @@ from trd.stages import discover
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = ["+exp=demo", "stages=[pretrain,transfer,dispose,evaluate,piggyback,mia,report]"]
+# The experiment that plans a kind's stages, for the kinds the demo does not run.
+EXPERIMENT = {kind: ["+exp=resist_demo"] for kind in ("plain", "skd", "reverse_maml", "unsir")}
 # Keys whose every value of their type is allowed: seeds, and a channel mean (any real number).
 UNBOUNDED = ("seed", "seeds", "fraction_seed", "part_seed", "mean")
 # A dict of nodes is tried through the entry the demo has.
@@ -66,10 +68,10 @@ def _hydra_value(value) -> str:
     return "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
 
 
-def _plan(out_root: Path, *overrides: str):
+def _plan(out_root: Path, *overrides: str, experiment: list[str] = DEMO):
     os.environ.setdefault("TRD_DATA", str(out_root.parent / "data"))
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*DEMO, f"out_root={out_root}", *overrides])
+        cfg = compose(config_name="config", overrides=[*experiment, f"out_root={out_root}", *overrides])
     return plan_experiment(cfg)
 
 
@@ -87,7 +89,7 @@ def test_out_of_range_value_fails_at_submission_naming_the_key(tmp_path, key, ru
     out = tmp_path / "out"
     override = f"++{key}={_hydra_value(rule.outside)}"  # ++: also the keys the YAML leaves at their default
     with pytest.raises(ConfigError) as err:
-        _plan(out, override)
+        _plan(out, override, experiment=EXPERIMENT.get(key.split(".")[0], DEMO))
     message = str(err.value)
     assert f"{key}=" in message and "\n" not in message, message
     assert rule.allowed in message or "must be" in message, message

@@ -1,6 +1,7 @@
-"""+exp=resist_demo through launch/submit.py, shortened: plain, SKD, Reverse-MAML and UNSIR released and
-attacked by the study's linear probe over two seeds, the report against plain with its learning-curve figure.
-The numbers of the full demo are in the README and bench/README.md; this checks what every run must show."""
+"""+exp=resist_demo through launch/submit.py, shortened: plain, SKD and UNSIR released and attacked by the
+study's linear probe over two seeds, the report against plain with its learning-curve figure (Reverse-MAML's
+stage runs in test_resist_resume.py, the evaluate stage in the DTL demo's tests). The numbers of the full demo
+are in the README and bench/README.md; this checks what every run must show."""
 from __future__ import annotations
 
 import csv
@@ -10,9 +11,9 @@ from cli import stage_metrics, submit
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["plain.epochs=4", "skd.epochs=2", "skd.head.epochs=1", "reverse_maml.epochs=1", "unsir.epochs=4",
-         "piggyback.seeds=[0,1]", "piggyback.schemes.mit.epochs=4", "piggyback.schemes.mit.evals=2"]
-METHODS = ("plain", "skd", "reverse_maml", "unsir")
+SHORT = ["plain.epochs=4", "skd.epochs=2", "skd.head.epochs=1", "unsir.epochs=4", "piggyback.seeds=[0,1]",
+         "piggyback.schemes.mit.epochs=4", "piggyback.schemes.mit.evals=2", "stages=[plain,skd,unsir,piggyback,report]"]
+METHODS = ("plain", "skd", "unsir")
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +23,13 @@ def demo(tmp_path_factory, data_root):
     return out / "resist_demo", proc
 
 
-def test_every_method_is_released_evaluated_and_attacked_by_the_probe(demo):
+def test_every_method_is_released_and_attacked_by_the_probe(demo):
     exp, proc = demo
     metrics = stage_metrics(exp)
     assert all(m["status"] == "done" for m in metrics.values())
     for method in METHODS:
         assert metrics[method]["model_labels"] == {"method": method}
-        assert 0.0 < metrics[f"evaluate/{method}"]["acc"]["target"] <= 1.0
+        assert 0.1 < metrics[method]["acc"]["source"] <= 1.0  # above chance on the beneficial task
         for seed in (0, 1):
             attack = metrics[f"piggyback/{method}/malicious/mit/s{seed}"]
             assert attack["attacker"]["mode"] == "linear" and attack["attacker"]["optim"]["name"] == "adam"

@@ -4,13 +4,14 @@ run ends; Reverse-MAML's meta steps resume mid-epoch the same way."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, finish_stage, start_stage
+from cli import REPO, finish_stage, stage_dir, start_stage, submit
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
@@ -45,8 +46,9 @@ def references(tmp_path_factory, data_root):
     plan = _plan(tmp_path_factory.mktemp("reference"), data_root, monkeypatch)
     monkeypatch.undo()
     finish_stage(plan["plain"].dir)
-    return {name: (load_file(str(plan[name].dir / "model.safetensors")), finish_metrics)
-            for name, finish_metrics in ((n, finish_stage(plan[n].dir)) for n, _, _ in CASES)}
+    found = {name: (load_file(str(plan[name].dir / "model.safetensors")), finish_metrics)
+             for name, finish_metrics in ((n, finish_stage(plan[n].dir)) for n, _, _ in CASES)}
+    return {**found, "plain": plan["plain"].dir}
 
 
 def _wait_for_checkpoint(pointer: Path, steps: int, proc) -> None:
@@ -64,7 +66,7 @@ def _wait_for_checkpoint(pointer: Path, steps: int, proc) -> None:
 def test_a_phase_killed_mid_epoch_resumes_to_the_uninterrupted_result(name, phase, steps, tmp_path, data_root,
                                                                        monkeypatch, references):
     plan = _plan(tmp_path, data_root, monkeypatch)
-    finish_stage(plan["plain"].dir)
+    shutil.copytree(references["plain"], plan["plain"].dir, dirs_exist_ok=True)  # the same hash: a finished input
     stage = plan[name].dir
     proc = start_stage(stage)
     _wait_for_checkpoint(stage / phase / "checkpoint" / "resume.json", steps, proc)
@@ -80,3 +82,16 @@ def test_a_phase_killed_mid_epoch_resumes_to_the_uninterrupted_result(name, phas
     for key, tensor in weights.items():
         torch.testing.assert_close(tensor, want_weights[key], rtol=0, atol=0, msg=key)
     assert not list(stage.glob("**/checkpoint"))
+
+
+def test_a_diverging_meta_step_stops_the_stage_as_diverged_with_its_last_good_checkpoint(tmp_path, data_root):
+    proc = submit("+exp=resist_demo", f"out_root={tmp_path}", *SMALL[:2], "stages=[reverse_maml]",
+                  "reverse_maml.init=scratch", "reverse_maml.inner_steps=1", "reverse_maml.grad_clip=0",
+                  "reverse_maml.optim.name=sgd", "reverse_maml.optim.lr=1e38", "reverse_maml.checkpoint_every=1",
+                  data_root=data_root, check=False)
+    assert proc.returncode == 1
+    stage = stage_dir(tmp_path / "resist_demo", "reverse_maml")
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "non-finite" in metrics["error"]
+    assert json.loads((stage / "checkpoint" / "resume.json").read_text())["progress"]["global_step"] >= 1
+    assert not (stage / "model.safetensors").exists()

@@ -30,7 +30,7 @@ def test_wrn_depth_must_be_6n_plus_4():
 
 
 def test_unknown_option_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"cnn: unknown option\(s\) \['dropout'\]; valid options are \['batchnorm', 'width'\]"):
+    with pytest.raises(ValueError, match=r"cnn: unknown option\(s\) \['dropout'\]; valid options are \['batchnorm', 'hidden', 'width'\]"):
         build_model("cnn", num_classes=10, image_size=32, dropout=0.1)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['batchnorm'\]; valid options are \['attention', "):
         build_model("vit", num_classes=10, image_size=32, batchnorm=True)
@@ -59,7 +59,7 @@ def test_sizes_must_be_positive_ints(field, value):
 
 
 def test_model_options_reports_defaults():
-    assert model_options("cnn") == {"batchnorm": True, "width": 32}
+    assert model_options("cnn") == {"batchnorm": True, "width": 32, "hidden": None}
     assert model_options("wrn28_4") == {"dropout": 0.0}
     assert set(model_options("vit")) >= {"patch", "depth", "width", "heads", "attention"}
 

@@ -61,7 +61,7 @@ def test_the_cifar10_split_plans_the_studys_setting(tmp_path, monkeypatch):
     (["reverse_maml.bad_weight=0"], "needs both task kinds"),
     (["stages=[skd,evaluate]"], "skd distils the plain model: add plain before skd"),
     (["stages=[reverse_maml]"], "reverse_maml.init=plain starts from the plain model"),
-    (["skd.constant=0.5"], "skd.constant=0.5 must be below 0"),
+    (["skd.constant=0.5"], r"skd.constant=0.5 .*in \[-1e\+06, 0\)"),
     (["model=vit", "~model.hidden", "stages=[plain,skd]"], "skd needs a model whose features follow a ReLU"),
 ])
 def test_a_bad_resist_config_is_one_line_at_submission(tmp_path, overrides, message):

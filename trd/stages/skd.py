@@ -9,7 +9,7 @@ import torch
 
 from trd.config import ConfigError, parse, plain
 from trd.config.nodes import TrainConfig, common_config, model_config
-from trd.config.schema import at_least, knob, positive
+from trd.config.schema import at_least, knob, positive, within
 from trd.data.role_config import beneficial_and_malicious
 from trd.engine.cycle import SideStream
 from trd.engine.evaluation import accuracy
@@ -23,15 +23,10 @@ from trd.plan import StageKind
 
 @dataclass
 class SkdConfig(TrainConfig):
-    constant: float = -100.0  # what the last ReLU's input regresses to on malicious images (the study's)
+    constant: float = knob(-100.0, within(-1e6, 0, high_open=True))  # the last ReLU's input on malicious images
     malicious_weight: float = knob(1.0, positive())
     malicious_batch_size: int = knob(64, at_least(1))
     head: TrainConfig = knob(kw_only=True)  # the new head, trained on the beneficial task on the frozen student
-
-    def check(self, where: str) -> None:
-        if not self.constant < 0:
-            raise ConfigError(f"{where}.constant={self.constant} must be below 0: the last ReLU zeroes the features "
-                              f"only where its input is negative (the study used -100.0)")
 
 
 def plan(cfg, plan) -> None:
