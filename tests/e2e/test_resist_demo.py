@@ -1,7 +1,7 @@
 """+exp=resist_demo through launch/submit.py, shortened: plain, SKD and UNSIR released and attacked by the
-study's linear probe over two seeds, the report against plain with its learning-curve figure (Reverse-MAML's
-stage runs in test_resist_resume.py, the evaluate stage in the DTL demo's tests). The numbers of the full demo
-are in the README and bench/README.md; this checks what every run must show."""
+study's linear probe at one seed (the mean and std over seeds are the report's, covered by tests/report), the
+report against plain with its learning-curve figure. Reverse-MAML's stage runs in test_resist_resume.py, the
+evaluate stage in the DTL demo's tests; the full demo's numbers are in the README and bench/README.md."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +11,7 @@ from cli import stage_metrics, submit
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["plain.epochs=4", "skd.epochs=2", "skd.head.epochs=1", "unsir.epochs=4", "piggyback.seeds=[0,1]",
+SHORT = ["plain.epochs=4", "skd.epochs=2", "skd.head.epochs=1", "unsir.epochs=4", "piggyback.seeds=[0]",
          "piggyback.schemes.mit.epochs=4", "piggyback.schemes.mit.evals=2", "stages=[plain,skd,unsir,piggyback,report]"]
 METHODS = ("plain", "skd", "unsir")
 
@@ -30,10 +30,9 @@ def test_every_method_is_released_and_attacked_by_the_probe(demo):
     for method in METHODS:
         assert metrics[method]["model_labels"] == {"method": method}
         assert 0.1 < metrics[method]["acc"]["source"] <= 1.0  # above chance on the beneficial task
-        for seed in (0, 1):
-            attack = metrics[f"piggyback/{method}/malicious/mit/s{seed}"]
-            assert attack["attacker"]["mode"] == "linear" and attack["attacker"]["optim"]["name"] == "adam"
-            assert len(attack["grid"]) == 1 and len(attack["grid"][0]["curve"]) == 2
+        attack = metrics[f"piggyback/{method}/malicious/mit/s0"]
+        assert attack["attacker"]["mode"] == "linear" and attack["attacker"]["optim"]["name"] == "adam"
+        assert len(attack["grid"]) == 1 and len(attack["grid"][0]["curve"]) == 2
     assert 0.0 <= metrics["skd"]["misses"] <= 1.0 and metrics["skd"]["misses_teacher"] == 1.0
     assert "plain" in proc.stdout and "disposal ratio malicious" in proc.stdout
 
