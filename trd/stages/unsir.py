@@ -52,6 +52,12 @@ def _phase(ctx, engine, loader, step, cfg: dict, ckpt, name: str) -> None:
           checkpoint_every=int(cfg.get("checkpoint_every", 0)), desc=f"{ctx.name} {name}")
 
 
+def _retained_phase(ctx, model, retained: dict, step, phase_cfg: dict, name: str) -> None:
+    loader = ctx.train_loader(retained, phase_cfg["batch_size"])
+    engine = ctx.engine(model, phase_cfg, loader.steps_per_epoch)
+    _phase(ctx, engine, loader, step, phase_cfg, CheckpointManager(ctx.dir / name, ctx.env), name)
+
+
 def run(ctx) -> dict:
     c, cfg = ctx.config, ctx.config["train"]
     torch.manual_seed(c["seed"])
@@ -89,8 +95,8 @@ def run(ctx) -> dict:
                                    reg=float(n["reg"]), generator=generator, device=ctx.device)
 
     # 3. impair: the retained sample beside noise labelled with its class; 4. repair: the retained sample alone
-    retained = ctx.train_loader({**c["source"], "fraction": cfg["retain_fraction"]}, cfg["impair"]["batch_size"])
-    draws = torch.Generator().manual_seed(c["seed"] + 1)
+    retained = {**c["source"], "fraction": cfg["retain_fraction"]}
+    draws = torch.Generator()  # reseeded every step: a resumed job draws the same noise batches
 
     def impair(engine, images, labels, global_step):
         draws.manual_seed(c["seed"] * 100_003 + global_step)
@@ -100,14 +106,9 @@ def run(ctx) -> dict:
     def repair(engine, images, labels, global_step):
         return F.cross_entropy(engine(images), labels), {}
 
-    for name, step in (("impair", impair), ("repair", repair)):
-        phase_cfg = cfg[name]
-        phase_loader = retained if name == "impair" else ctx.train_loader(
-            {**c["source"], "fraction": cfg["retain_fraction"]}, phase_cfg["batch_size"])
-        engine = ctx.engine(model, phase_cfg, phase_loader.steps_per_epoch)
-        _phase(ctx, engine, phase_loader, step, phase_cfg, CheckpointManager(ctx.dir / name, ctx.env), name)
-        if name == "impair":
-            impaired = measure()
+    _retained_phase(ctx, model, retained, impair, cfg["impair"], "impair")
+    impaired = measure()
+    _retained_phase(ctx, model, retained, repair, cfg["repair"], "repair")
     after = measure()
 
     released = build_from_config(c["model"], good_classes, size)
