@@ -1,31 +1,23 @@
-"""Attacks on released models; membership inference on the source training data."""
+"""Attacks on released models: piggyback fine-tuning, PGD and the target-agnostic attack, membership inference.
 
-from trd.attacks.features import SampleOutputs, collect_outputs, per_sample_grad_norms
-from trd.attacks.mia import (
-    AttackResult,
-    balanced,
-    classifier_attack,
-    confidence_attack,
-    entropy_attack,
-    gradient_norm_attack,
-    loss_attack,
-    modified_entropy_attack,
-    run_all,
-    threshold_attack,
-)
+The membership-inference names are loaded on first use, so that a stage importing one attack module does not pay
+for scikit-learn."""
 
-__all__ = [
-    "AttackResult",
-    "SampleOutputs",
-    "balanced",
-    "classifier_attack",
-    "collect_outputs",
-    "confidence_attack",
-    "entropy_attack",
-    "gradient_norm_attack",
-    "loss_attack",
-    "modified_entropy_attack",
-    "per_sample_grad_norms",
-    "run_all",
-    "threshold_attack",
-]
+_MIA = {
+    "SampleOutputs": "trd.attacks.features", "collect_outputs": "trd.attacks.features",
+    "per_sample_grad_norms": "trd.attacks.features",
+    **{name: "trd.attacks.mia" for name in (
+        "AttackResult", "balanced", "classifier_attack", "confidence_attack", "entropy_attack",
+        "gradient_norm_attack", "loss_attack", "modified_entropy_attack", "run_all", "threshold_attack")},
+}
+
+
+def __getattr__(name: str):
+    if name in _MIA:
+        import importlib
+
+        return getattr(importlib.import_module(_MIA[name]), name)
+    raise AttributeError(f"module 'trd.attacks' has no attribute {name!r}")
+
+
+__all__ = sorted(_MIA)
