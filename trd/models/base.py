@@ -63,6 +63,16 @@ class TrdModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def forward_to(self, x: torch.Tensor, block: str) -> torch.Tensor:
+        """The output of the named block: the blocks up to and including it, nothing after."""
+        if block not in self.block_names:
+            raise ValueError(f"{self.name}: unknown block {block!r}; its blocks are {self.block_names}")
+        for name in self.block_names:
+            x = self.get_submodule(name)(x)
+            if name == block:
+                return x
+        raise AssertionError("unreachable")
+
     def forward_with_taps(
         self, x: torch.Tensor, taps: Sequence[str]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
