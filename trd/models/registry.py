@@ -11,26 +11,32 @@ from typing import Any
 from trd.models.base import TrdModel
 from trd.models.cnn import SmallCNN
 from trd.models.resnet import resnet18, resnet50
-from trd.models.vit import ViT
 from trd.models.wrn import WideResNet, parse_wrn_name
 
 # Named configurations; any "wrn<depth>_<k>" with depth = 6n+4 is accepted as well.
 MODEL_NAMES = ("cnn", "resnet18", "resnet50", "wrn16_4", "wrn28_4", "wrn28_10", "wrn34_10", "vit")
 NAME_HELP = "cnn, resnet18, resnet50, wrn<depth>_<k> (e.g. wrn28_4, wrn34_10), vit"
 
+def _vit() -> Callable[..., TrdModel]:
+    # torchvision takes longer to import than torch itself: only a job that builds a ViT pays for it
+    from trd.models.vit import ViT
+
+    return ViT
+
+
 _FIXED_BUILDERS: dict[str, Callable[..., TrdModel]] = {
     "cnn": SmallCNN,
     "resnet18": resnet18,
     "resnet50": resnet50,
-    "vit": ViT,
 }
+_LAZY_BUILDERS: dict[str, Callable[[], Callable[..., TrdModel]]] = {"vit": _vit}
 
 _ANNOTATION_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "None": type(None)}
 
 
 def is_model_name(name: str) -> bool:
     try:
-        return name in _FIXED_BUILDERS or parse_wrn_name(name) is not None
+        return name in _FIXED_BUILDERS or name in _LAZY_BUILDERS or parse_wrn_name(name) is not None
     except ValueError:
         return False
 
@@ -40,6 +46,8 @@ def _builder(name: str) -> Callable[..., TrdModel]:
         raise ValueError(f"model name must be a string, got {name!r}; valid names: {NAME_HELP}")
     if name in _FIXED_BUILDERS:
         return _FIXED_BUILDERS[name]
+    if name in _LAZY_BUILDERS:
+        return _LAZY_BUILDERS[name]()
     if parse_wrn_name(name) is not None:
         return functools.partial(WideResNet, name)
     raise ValueError(f"unknown model {name!r}; valid names: {NAME_HELP}")
