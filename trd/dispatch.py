@@ -215,18 +215,25 @@ def _todo(wave: list[StageSpec], plan: Plan, result: Dispatch) -> list[StageSpec
 
 def _run_local(plan: Plan, ex, launcher: Mapping, result: Dispatch,
                on_poll: Callable[[], None] | None) -> dict[str, object]:
-    """Wave by wave, at most max_parallel jobs at a time, waiting for each."""
+    """Wave by wave, at most max_parallel jobs at a time: the next stage of a wave starts as soon as a slot frees."""
     submitted: dict[str, object] = {}
     max_parallel = max(1, int(launcher.get("max_parallel", 1)))
     for wave in plan.waves():
         todo = _todo(wave, plan, result)
         queue = [spec for group in _arrays(todo) for spec in group]  # stages of different kinds share the slots
-        for start in range(0, len(queue), max_parallel):
-            jobs = {}
-            for group in _arrays(queue[start:start + max_parallel]):
-                jobs.update(zip([s.name for s in group], _submit_array(ex, group, None, launcher)))
-            _wait(jobs, "local", float(launcher["poll_s"]), on_poll)
-            submitted.update(jobs)
+        running: dict[str, object] = {}
+        while queue or running:
+            while queue and len(running) < max_parallel:
+                spec = queue.pop(0)
+                (job,) = _submit_array(ex, [spec], None, launcher)
+                running[spec.name] = submitted[spec.name] = job
+            for name, job in list(running.items()):
+                if _job_finished("local", job):
+                    running.pop(name)
+            if on_poll is not None:
+                on_poll()
+            if len(running) == max_parallel or (running and not queue):
+                time.sleep(float(launcher["poll_s"]))
         _classify(plan, [s.name for s in todo], result)
     return submitted
 
