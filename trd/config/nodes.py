@@ -131,3 +131,12 @@ class LauncherConfig:
     additional: dict = knob({})
     poll_s: float = knob(2.0, positive())
     signal_delay_s: int = knob(30, at_least(0))
+
+
+@dataclass
+class PgdConfig:
+    """An L-inf PGD attack in [0, 1] pixel units (trd.attacks.pgd); the defaults are the CIFAR ones."""
+    eps: float = knob(8 / 255, within(0, 1))
+    step: float = knob(2 / 255, within(0, 1, low_open=True))
+    steps: int = knob(7, at_least(1))
+    random_start: bool = True

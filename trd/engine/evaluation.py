@@ -22,3 +22,28 @@ def accuracy(model: torch.nn.Module, loader, device: torch.device, forward=None)
     if total == 0:
         raise ValueError("evaluation saw no samples: the test split is empty")
     return correct / total
+
+
+def robust_accuracy(model: torch.nn.Module, loader, device: torch.device, space, pgd, seed: int,
+                    rank: int = 0) -> float:
+    """Accuracy on PGD examples (trd.losses.adversarial.PgdSettings) of every test sample, model in eval mode,
+    summed over ranks; batch b's random start is seeded from (seed, rank, b)."""
+    from trd.attacks.pgd import cross_entropy_objective, pgd_linf
+    from trd.engine.loop import step_seed
+
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for b, (images, labels) in enumerate(loader):
+        images, labels = images.to(device), labels.to(device)
+        generator = torch.Generator().manual_seed(step_seed(seed, rank, b))
+        adversarial = pgd_linf(cross_entropy_objective(model, labels), images, space, eps=pgd.eps, step=pgd.step,
+                               steps=pgd.steps, random_start=pgd.random_start, generator=generator)
+        with torch.no_grad():
+            correct += int((model(adversarial).argmax(1) == labels).sum())
+        total += int(labels.numel())
+    model.train(was_training)
+    correct, total = all_reduce_sum([correct, total], device)
+    if total == 0:
+        raise ValueError("evaluation saw no samples: the test split is empty")
+    return correct / total

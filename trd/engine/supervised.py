@@ -7,18 +7,21 @@ import torch.nn.functional as F
 
 from trd.engine.checkpoint import CheckpointManager
 from trd.engine.evaluation import accuracy
-from trd.engine.loop import train
+from trd.engine.loop import StepFn, train
 from trd.models.registry import build_from_config
 
 
-def train_supervised(ctx, model: torch.nn.Module, role: dict, train_cfg: dict, role_name: str):
-    """Trains model on role's train split (resuming from the stage checkpoint); returns (model, metrics)."""
+def cross_entropy_step(engine, images, labels, global_step):
+    return F.cross_entropy(engine(images), labels), {}
+
+
+def train_supervised(ctx, model: torch.nn.Module, role: dict, train_cfg: dict, role_name: str,
+                     step: StepFn = cross_entropy_step):
+    """Trains model on role's train split with step's loss (resuming from the stage checkpoint); returns (model,
+    metrics)."""
     loader = ctx.train_loader(role, train_cfg["batch_size"])
     test_loader = ctx.test_loader(role)
     engine = ctx.engine(model.to(ctx.device), train_cfg, loader.steps_per_epoch)
-
-    def step(engine, images, labels, global_step):
-        return F.cross_entropy(engine(images), labels), {}
 
     def on_epoch_end(epoch: int) -> dict:
         return {f"acc/{role_name}": accuracy(engine.module, test_loader, ctx.device)}
