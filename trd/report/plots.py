@@ -133,5 +133,25 @@ def data_amount_plot(ex: Experiment, out: Path) -> list[Path]:
     return [_save(fig, out / "data_amount.png")]
 
 
+def asr_plot(ex: Experiment, out: Path) -> list[Path]:
+    """Renofeation's trade-off: per model, the target-agnostic attack's success rate against clean accuracy."""
+    fig = Figure(figsize=(5.5, 4.2))
+    ax = fig.add_subplot()
+    drawn = 0
+    for v in ex.variants:
+        records = ex.of("agnostic", v)
+        clean, asr = aggregate(records, "clean"), aggregate(records, "asr")
+        if records and clean.status == OK and asr.status == OK:
+            ax.errorbar(clean.value * 100, asr.value * 100, xerr=(clean.std or 0) * 100, yerr=(asr.std or 0) * 100,
+                        fmt="o", capsize=3, label=variant_name(v))
+            drawn += 1
+    if not drawn:
+        return []
+    ax.set(xlabel="clean accuracy (%)", ylabel="attack success rate (%)",
+           title="Target-agnostic attack: success rate against clean accuracy")
+    ax.legend(**LEGEND)
+    return [_save(fig, out / "asr_vs_clean.png")]
+
+
 def all_plots(ex: Experiment, out: Path) -> list[Path]:
-    return lam_sweep(ex, out) + learning_curves(ex, out) + data_amount_plot(ex, out)
+    return lam_sweep(ex, out) + learning_curves(ex, out) + data_amount_plot(ex, out) + asr_plot(ex, out)

@@ -118,15 +118,21 @@ def load_records(exp_dir: str | Path) -> list[Record]:
     stages = plan["stages"]
     records = []
     for name, stage in stages.items():
-        inputs = json.dumps(sorted((role, stages[dep]["lineage"]) for role, dep in (stage.get("inputs") or {}).items()
-                                   if dep in stages))
-        instance = ";".join(sorted(stages[dep]["hash"] for dep in (stage.get("inputs") or {}).values() if dep in stages))
+        about = _about(stage.get("inputs") or {})
+        inputs = json.dumps(sorted((role, stages[dep]["lineage"]) for role, dep in about.items() if dep in stages))
+        instance = ";".join(sorted(stages[dep]["hash"] for dep in about.values() if dep in stages))
         metrics = read_json(Path(stage["dir"]) / contract.METRICS_FILE, default={}) or {}
         records.append(Record(name, stage["kind"], Path(stage["dir"]), dict(stage[contract.MODEL_LABELS]),
                               dict(stage[contract.ATTACK_LABELS]), metrics, inputs, instance, stage["lineage"],
                               stage.get("sweep", ""), bool(stage.get("reported"))))
     _assign_variants(records)
     return records
+
+
+def _about(inputs: dict[str, str]) -> dict[str, str]:
+    """The inputs that say which model a stage is about: its `model` input where it has one (the public model an
+    attack is crafted on is part of the attack, not of the model attacked), else all of them."""
+    return {"model": inputs["model"]} if "model" in inputs else inputs
 
 
 def _assign_variants(records: list[Record]) -> None:
