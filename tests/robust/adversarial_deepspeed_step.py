@@ -66,7 +66,11 @@ def deepspeed_step(zero_stage: int) -> dict[str, torch.Tensor]:
 
 
 def _spawned(rank: int, world: int, port: int, out: str) -> None:
-    from trd.engine.distributed import detect_env, init_distributed, shutdown_distributed
+    from trd.engine.distributed import (
+        detect_env,
+        init_distributed,
+        shutdown_distributed,
+    )
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
