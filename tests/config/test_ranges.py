@@ -22,7 +22,8 @@ DEMO = ["+exp=demo", "stages=[pretrain,transfer,dispose,evaluate,piggyback,mia,r
 # The experiment that plans a kind's stages, for the kinds the demo does not run.
 EXPERIMENT = {**{kind: ["+exp=resist_demo", "stages=[plain,skd,reverse_maml,unsir]"]
                  for kind in ("plain", "skd", "reverse_maml", "unsir")},
-              **{kind: ["+exp=cartl_demo"] for kind in ("robust_pretrain", "robust_transfer", "pgd", "agnostic")}}
+              **{kind: ["+exp=cartl_demo"] for kind in ("robust_pretrain", "robust_transfer", "pgd", "agnostic")},
+              "renofeation": ["+exp=renofeation_demo"]}
 # Keys whose every value of their type is allowed: seeds, and a channel mean (any real number).
 UNBOUNDED = ("seed", "seeds", "fraction_seed", "part_seed", "mean")
 # A dict of nodes is tried through the entry the demo has.
