@@ -1,6 +1,6 @@
-"""The LwF-style feature distillation of end-to-end robust transfer (Shafahi et al., ICLR 2020): the transferred
-model's penultimate features held near the frozen source model's on the target images, mean over the batch of
-the squared L2 distance per sample."""
+"""Feature distillation from a frozen model, the squared L2 distance per sample averaged over the batch: of the
+penultimate features (the LwF-style term of end-to-end robust transfer, Shafahi et al., ICLR 2020), or summed
+over chosen blocks' outputs (Renofeation's, and DELTA's without its attention weights)."""
 from __future__ import annotations
 
 import torch
