@@ -22,10 +22,10 @@ import argparse
 import datetime
 import platform
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import timed
 
 from trd.attacks.pgd import PixelSpace
 from trd.engine.host_memory import keep_freed_host_memory
@@ -46,17 +46,6 @@ def _adversarial_step(model, x, y, space, pgd, lam=0.0, boundary=None) -> None:
     g = torch.Generator().manual_seed(0)
     loss, _ = adversarial_training_loss(model, x, y, space, pgd, lam=lam, boundary=boundary, generator=g)
     loss.backward()
-
-
-def _timed(fn, device) -> float:
-    fn()  # the untimed step before: steady state of a training loop
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -89,9 +78,9 @@ def main() -> None:
             pgd = PgdSettings(eps=8 / 255, step=2 / 255, steps=k, random_start=True)
             runs = {"ce": [], "pgd-at": [], "pgd-at+fdm": []}
             for _ in range(args.repetitions):
-                runs["ce"].append(_timed(lambda: _ce_step(model, x, y), device))
-                runs["pgd-at"].append(_timed(lambda: _adversarial_step(model, x, y, space, pgd), device))
-                runs["pgd-at+fdm"].append(_timed(
+                runs["ce"].append(timed(lambda: _ce_step(model, x, y), device))
+                runs["pgd-at"].append(timed(lambda: _adversarial_step(model, x, y, space, pgd), device))
+                runs["pgd-at+fdm"].append(timed(
                     lambda: _adversarial_step(model, x, y, space, pgd, lam=FDM_LAM, boundary=boundary), device))
             ce = statistics.median(runs["ce"])
             for step in ("pgd-at", "pgd-at+fdm"):

@@ -21,10 +21,10 @@ import argparse
 import datetime
 import platform
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import timed
 
 from trd.engine.host_memory import keep_freed_host_memory
 from trd.losses.double_backward_mode import fast_double_backward
@@ -38,17 +38,6 @@ CLASSES = 10
 def _ce_step(model, batch) -> None:
     model.zero_grad(set_to_none=True)
     F.cross_entropy(model(batch[0]), batch[1]).backward()
-
-
-def _timed(fn, device) -> float:
-    fn()  # the untimed step before: steady state of a training loop
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -79,11 +68,11 @@ def main() -> None:
         for k in args.k:
             runs = {"ce": [], "second": [], "second-fast": [], "first": []}
             for _ in range(args.repetitions):
-                runs["ce"].append(_timed(lambda: _ce_step(model, task.support), device))
-                runs["second"].append(_timed(lambda: meta_gradient(model, [task], k, opt), device))
+                runs["ce"].append(timed(lambda: _ce_step(model, task.support), device))
+                runs["second"].append(timed(lambda: meta_gradient(model, [task], k, opt), device))
                 with fast_double_backward():
-                    runs["second-fast"].append(_timed(lambda: meta_gradient(model, [task], k, opt), device))
-                runs["first"].append(_timed(lambda: meta_gradient(model, [task], k, opt, second_order=False), device))
+                    runs["second-fast"].append(timed(lambda: meta_gradient(model, [task], k, opt), device))
+                runs["first"].append(timed(lambda: meta_gradient(model, [task], k, opt, second_order=False), device))
             ce = statistics.median(runs["ce"])
             ratio = {key: statistics.median(v) / ((k + 1) * ce) for key, v in runs.items() if key != "ce"}
             print(f"| {name} | {k} | {1000 * ce:.1f} | {ratio['second']:.2f}x | {ratio['second-fast']:.2f}x | "

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.deepspeed_ranks
+from tests.deepspeed_ranks import main, parameters, sgd_engine  # noqa: E402
 from trd.meta.inner import InnerOptimizer
 from trd.meta.maml import Task, meta_gradient, meta_loss
 from trd.models import build_model
@@ -42,39 +45,13 @@ def plain_step() -> dict[str, torch.Tensor]:
 
 
 def deepspeed_step(zero_stage: int) -> dict[str, torch.Tensor]:
-    import deepspeed
-
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    model = _model()
-    config = {"train_micro_batch_size_per_gpu": 4, "train_batch_size": 4 * world, "gradient_accumulation_steps": 1,
-              "zero_optimization": {"stage": zero_stage}, "zero_allow_untested_optimizer": True,
-              "steps_per_print": 10**9, "gradient_clipping": 0.0}
-    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR),
-                                      config=config, dist_init_required=False)
+    engine = sgd_engine(_model(), LR, micro_batch=4, zero_stage=zero_stage)
     mine = _tasks()[rank::world]
     engine.backward(meta_loss(engine.module, mine, STEPS, INNER))
     engine.step()
-    return {n: p.detach().clone() for n, p in engine.module.named_parameters()}
-
-
-def _spawned(rank: int, world: int, port: int, out: str) -> None:
-    from trd.engine.distributed import (
-        detect_env,
-        init_distributed,
-        shutdown_distributed,
-    )
-
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    init_distributed(detect_env())
-    results = {stage: deepspeed_step(stage) for stage in (0, 1, 2)}
-    if rank == 0:
-        torch.save(results, out)
-    shutdown_distributed()
+    return parameters(engine)
 
 
 if __name__ == "__main__":
-    from trd.engine.distributed import free_port
-
-    world, out = int(sys.argv[1]), sys.argv[2]
-    torch.multiprocessing.spawn(_spawned, args=(world, free_port(), out), nprocs=world, join=True)
+    main(deepspeed_step, stages=(0, 1, 2))
