@@ -58,3 +58,22 @@ def test_bad_input_is_one_line_at_submission(tmp_path, overrides, message):
         _plan(tmp_path, *overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "cartl_demo").exists()
+
+
+@pytest.mark.parametrize("exp", ["cartl_cifar100_cifar10", "cartl_cifar10_svhn", "cartl_cifar100_svhn"])
+def test_each_study_case_plans_three_sources_by_three_methods_attacked_by_pgd_20_and_100(tmp_path, monkeypatch, exp):
+    from trd.data.urls import expand_urls
+
+    monkeypatch.setenv("TRD_DATA", str(tmp_path / "data"))
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+exp={exp}", f"out_root={tmp_path / 'out'}"])
+    for role in (cfg.data.source, cfg.data.target):
+        for url in [*expand_urls(role.train), *expand_urls(role.test)]:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            Path(url).touch()
+    plan = plan_experiment(cfg)
+    released = [s.name for s in plan.released()]
+    assert len(released) == 9 and all(f"pgd/{name}" in plan for name in released)
+    assert plan["robust_pretrain/fdm_lam0.01"].config["attack"]["steps"] == 7
+    assert plan[f"pgd/{released[0]}"].config["pgd"]["steps"] == [20, 100]
+    assert plan["robust_transfer/pretrain/lwf"].config["target"]["fraction"] in (None, 1.0)
