@@ -1,6 +1,6 @@
 """Cost of one PGD-k adversarial training step relative to the plain cross-entropy steps it is made of.
 
-For one batch, times trd.losses.adversarial.adversarial_training_loss plus its backward pass:
+For one batch, times trd.attacks.adversarial_training.adversarial_training_loss plus its backward pass:
 
 * ``pgd-at``      plain PGD adversarial training (lam = 0): k attack steps, then the training step on x';
 * ``pgd-at+fdm``  CARTL's step with Feature Distance Minimisation (lam = 0.01) at the output of the block before
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from timing import timed
 
+from trd.attacks.adversarial_training import PgdSettings, adversarial_training_loss
 from trd.attacks.pgd import PixelSpace
 from trd.engine.host_memory import keep_freed_host_memory
-from trd.losses.adversarial import PgdSettings, adversarial_training_loss
 from trd.models import build_model
 
 CLASSES = 10

@@ -14,8 +14,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.deepspeed_ranks
 from tests.deepspeed_ranks import main, parameters, sgd_engine  # noqa: E402
+from trd.attacks.adversarial_training import PgdSettings, adversarial_training_loss
 from trd.attacks.pgd import PixelSpace
-from trd.losses.adversarial import PgdSettings, adversarial_training_loss
 from trd.models import build_model
 
 LR = 0.1

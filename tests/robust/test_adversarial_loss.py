@@ -8,8 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from trd.attacks.adversarial_training import PgdSettings, adversarial_training_loss
 from trd.attacks.pgd import PixelSpace, cross_entropy_objective, pgd_linf
-from trd.losses.adversarial import PgdSettings, adversarial_training_loss
 from trd.losses.feature_distance import feature_distance
 from trd.models import build_model
 from trd.models.batchnorm import untracked_batchnorm

@@ -1,4 +1,4 @@
-"""Test accuracy over a role's split, clean or under PGD, summed over ranks."""
+"""Test accuracy over a role's split, summed over ranks."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,10 +8,10 @@ import torch
 from trd.engine.distributed import all_reduce_sum
 
 
-def _accuracy(model: torch.nn.Module, loader, device: torch.device,
+def accuracy_of(model: torch.nn.Module, loader, device: torch.device,
               logits_of: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
-    """The share of samples whose logits_of(batch index, images, labels) argmax is the label; model in eval mode
-    meanwhile."""
+    """The share of samples whose logits_of(batch index, images, labels) argmax is the label, model in eval mode
+    meanwhile: the one loop of clean and adversarial test accuracy."""
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -29,22 +29,5 @@ def _accuracy(model: torch.nn.Module, loader, device: torch.device,
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, loader, device: torch.device, forward=None) -> float:
     """forward(model, images) -> logits; defaults to model(images). Model is put in eval mode and restored."""
-    return _accuracy(model, loader, device, lambda b, images, labels: forward(model, images) if forward
+    return accuracy_of(model, loader, device, lambda b, images, labels: forward(model, images) if forward
                      else model(images))
-
-
-def robust_accuracy(model: torch.nn.Module, loader, device: torch.device, space, pgd, seed: int,
-                    rank: int = 0) -> float:
-    """Accuracy on PGD examples (trd.losses.adversarial.PgdSettings) of every test sample, model in eval mode,
-    summed over ranks; batch b's random start is seeded from (seed, rank, b)."""
-    from trd.attacks.pgd import cross_entropy_objective, pgd_linf
-    from trd.engine.loop import step_seed
-
-    def logits_of(b, images, labels):
-        generator = torch.Generator().manual_seed(step_seed(seed, rank, b))
-        adversarial = pgd_linf(cross_entropy_objective(model, labels), images, space, eps=pgd.eps, step=pgd.step,
-                               steps=pgd.steps, random_start=pgd.random_start, generator=generator)
-        with torch.no_grad():
-            return model(adversarial)
-
-    return _accuracy(model, loader, device, logits_of)

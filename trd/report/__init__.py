@@ -10,6 +10,7 @@ from pathlib import Path
 from trd.atomic import atomic_write
 from trd.report.plots import all_plots
 from trd.report.records import load_records, report_settings
+from trd.report.robust_tables import robust_tables
 from trd.report.tables import Experiment, Table, all_tables
 from trd.report.tables import headline as headline_table
 from trd.report.write import problems_markdown, table_csv, table_markdown
@@ -45,7 +46,7 @@ def write_report(exp_dir: str | Path, paper_scheme: str | None = None, reference
         raise ValueError(f"paper scheme {ex.paper_scheme!r} was not run in {exp_dir}: use one of {', '.join(ex.schemes)}")
     out = exp_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    tables = all_tables(ex)
+    tables = all_tables(ex) + robust_tables(ex)
     for table in tables:
         _write_text(out / f"{table.name}.csv", table_csv(table))
     plots = all_plots(ex, out)

@@ -41,3 +41,8 @@ def agnostic_table(ex: Experiment) -> Table:
             table.add(variant_name(variant), {"Clean": aggregate(attacked, "clean", samples="test_samples"),
                                               "ASR": aggregate(attacked, "asr", samples="attacked")})
     return table
+
+
+def robust_tables(ex: Experiment) -> list[Table]:
+    """The tables of the attacks this experiment ran."""
+    return ([robustness_table(ex)] if ex.of("pgd") else []) + ([agnostic_table(ex)] if ex.of("agnostic") else [])

@@ -235,13 +235,7 @@ def mia_table(ex: Experiment) -> Table:
 
 
 def all_tables(ex: Experiment) -> list[Table]:
-    from trd.report.robust_tables import agnostic_table, robustness_table
-
     tables = [table1(ex), worst_case(ex), honest(ex), table3(ex)] if ex.of("evaluate") or ex.tasks else []
-    if ex.of("pgd"):
-        tables.append(robustness_table(ex))
-    if ex.of("agnostic"):
-        tables.append(agnostic_table(ex))
     if ex.tasks:
         tables.append(piggyback_table(ex))
     if ex.of("mia"):

@@ -1,5 +1,5 @@
 """robust_pretrain: PGD adversarial training on the source task, one model per robust_pretrain.lams; lam > 0
-adds CARTL's Feature Distance Minimisation at the boundary of the last k blocks (trd.losses.adversarial).
+adds CARTL's Feature Distance Minimisation at the boundary of the last k blocks (trd.attacks.adversarial_training).
 These are the public robust models that robust_transfer transfers."""
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ from dataclasses import dataclass
 
 import torch
 
+from trd.attacks.adversarial_training import (
+    PgdSettings,
+    adversarial_training_loss,
+    robust_accuracy,
+)
 from trd.attacks.pgd import PixelSpace
 from trd.config import ConfigError, parse, plain
 from trd.config.nodes import PgdConfig, TrainConfig, common_config, model_config
 from trd.config.schema import at_least, each, knob
 from trd.data.role_config import role_config
-from trd.engine.evaluation import robust_accuracy
 from trd.engine.loop import step_seed
 from trd.engine.supervised import train_supervised
-from trd.losses.adversarial import PgdSettings, adversarial_training_loss
 from trd.models.registry import build_from_config
 from trd.plan import StageKind
 

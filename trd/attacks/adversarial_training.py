@@ -4,7 +4,8 @@ output of the last block that transfer freezes. lam = 0 is plain PGD-AT and skip
 
 The attack runs on the model in train mode with untracked BatchNorm: it sees the batch statistics the training
 forward will use, and only the training forward moves the running statistics (the clean forward of the FDM
-term is untracked too, so they follow the adversarial batches, as in PGD-AT).
+term is untracked too, so they follow the adversarial batches, as in PGD-AT). robust_accuracy is what such a
+model is judged by during training.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from trd.attacks.pgd import PixelSpace, cross_entropy_objective, pgd_linf
+from trd.engine.evaluation import accuracy_of
+from trd.engine.loop import step_seed
 from trd.losses.feature_distance import feature_distance
 from trd.models.batchnorm import untracked_batchnorm
 
@@ -53,3 +56,18 @@ def adversarial_training_loss(model, images: torch.Tensor, labels: torch.Tensor,
 
 def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.detach().argmax(1) == labels).float().mean())
+
+
+def robust_accuracy(model: torch.nn.Module, loader, device: torch.device, space: PixelSpace, pgd: PgdSettings,
+                    seed: int, rank: int = 0) -> float:
+    """Accuracy on PGD examples of every test sample, model in eval mode, summed over ranks; batch b's random start
+    is seeded from (seed, rank, b)."""
+
+    def logits_of(b, images, labels):
+        generator = torch.Generator().manual_seed(step_seed(seed, rank, b))
+        adversarial = pgd_linf(cross_entropy_objective(model, labels), images, space, eps=pgd.eps, step=pgd.step,
+                               steps=pgd.steps, random_start=pgd.random_start, generator=generator)
+        with torch.no_grad():
+            return model(adversarial)
+
+    return accuracy_of(model, loader, device, logits_of)
