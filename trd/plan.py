@@ -139,6 +139,14 @@ class Plan:
     def released(self) -> list[StageSpec]:
         return [s for s in self.stages.values() if s.releases_models]
 
+    def released_to_attack(self, kind: str) -> list[StageSpec]:
+        """The released models an attack kind's stages are planned over; none is an error at submission."""
+        released = self.released()
+        if not released:
+            raise ConfigError(f"stage {kind} has no model to attack: put a releasing stage (transfer, ...) before it "
+                              f"in stages")
+        return released
+
     def reported(self) -> list[StageSpec]:
         return [s for s in self.stages.values() if s.reported]
 

@@ -48,6 +48,8 @@ def test_the_demo_transfers_every_source_model_by_each_method_and_attacks_every_
     (["stages=[robust_pretrain,robust_transfer,agnostic]", "robust_transfer.sources=[robust_pretrain]"],
      "agnostic.public='pretrain' is not a stage of this plan"),
     (["stages=[robust_pretrain,robust_transfer]"], "robust_transfer.sources names 'pretrain', which has no stage"),
+    (["stages=[pretrain,pgd]"], "stage pgd has no model to attack: put a releasing stage (transfer, ...) before it"),
+    (["stages=[pretrain,agnostic]"], "stage agnostic has no model to attack"),
     (["robust_transfer.methods=[tl,ft]"], "robust_transfer.methods"),
     (["robust_transfer.bn_stats=freeze"], "robust_transfer.bn_stats"),
     (["robust_pretrain.lams=[0.0,0.0]"], "robust_pretrain.lams=[0.0, 0.0] must list each lam once"),

@@ -65,8 +65,7 @@ def robust_accuracy(model: torch.nn.Module, loader, device: torch.device, space:
 
     def logits_of(b, images, labels):
         generator = torch.Generator().manual_seed(step_seed(seed, rank, b))
-        adversarial = pgd_linf(cross_entropy_objective(model, labels), images, space, eps=pgd.eps, step=pgd.step,
-                               steps=pgd.steps, random_start=pgd.random_start, generator=generator)
+        adversarial = adversarial_examples(model, images, labels, space, pgd, generator)  # eval mode: running stats
         with torch.no_grad():
             return model(adversarial)
 

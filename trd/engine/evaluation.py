@@ -9,7 +9,7 @@ from trd.engine.distributed import all_reduce_sum
 
 
 def accuracy_of(model: torch.nn.Module, loader, device: torch.device,
-              logits_of: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+                logits_of: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
     """The share of samples whose logits_of(batch index, images, labels) argmax is the label, model in eval mode
     meanwhile: the one loop of clean and adversarial test accuracy."""
     was_training = model.training
@@ -30,4 +30,4 @@ def accuracy_of(model: torch.nn.Module, loader, device: torch.device,
 def accuracy(model: torch.nn.Module, loader, device: torch.device, forward=None) -> float:
     """forward(model, images) -> logits; defaults to model(images). Model is put in eval mode and restored."""
     return accuracy_of(model, loader, device, lambda b, images, labels: forward(model, images) if forward
-                     else model(images))
+                       else model(images))

@@ -39,10 +39,7 @@ class AgnosticConfig:
 
 def plan(cfg, plan) -> None:
     node = parse(cfg.get("agnostic"), AgnosticConfig, "agnostic")
-    released = plan.released()
-    if not released:
-        raise ConfigError("stage agnostic has no model to attack: put a releasing stage (transfer, ...) before it "
-                          "in stages")
+    released = plan.released_to_attack("agnostic")
     if node.public not in plan:
         raise ConfigError(f"agnostic.public={node.public!r} is not a stage of this plan: the attack needs the public "
                           f"pretrained model; add {node.public} to stages or name the stage that trains it")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trd.config import ConfigError, parse, plain
+from trd.config import parse, plain
 from trd.config.nodes import data_options, model_config
 from trd.config.schema import at_least, knob
 from trd.data import build_loader, ensure_role_shards
@@ -32,9 +32,7 @@ class MiaConfig:
 
 def plan(cfg, plan) -> None:
     mia = plain(parse(cfg.get("mia"), MiaConfig, "mia"))
-    released = plan.released()
-    if not released:
-        raise ConfigError("stage mia has no model to attack: put a releasing stage (transfer, ...) before it in stages")
+    released = plan.released_to_attack("mia")
     source = role_config(cfg, "source")
     config = {"source": source, "model": model_config(cfg, source["image_size"])[0], "mia": mia,
               "data_options": data_options(cfg)}

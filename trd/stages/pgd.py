@@ -35,9 +35,7 @@ class PgdAttackConfig:
 
 def plan(cfg, plan) -> None:
     node = plain(parse(cfg.get("pgd"), PgdAttackConfig, "pgd"))
-    released = plan.released()
-    if not released:
-        raise ConfigError("stage pgd has no model to attack: put a releasing stage (transfer, ...) before it in stages")
+    released = plan.released_to_attack("pgd")
     config = {**common_config(cfg), "target": role_config(cfg, "target"), "pgd": node}
     for spec in released:
         plan.add(f"pgd/{spec.name}", "pgd", config, inputs={"model": spec.name}, model=spec.model,

@@ -129,7 +129,8 @@ def run(ctx) -> dict:
     dropout = float(c["dropout"]) if recipe["dropout"] else 0.0
     start = {n: t.to(device) for n, t in starting_point(model).items()} if recipe["l2sp"] else None
     train = c["train"]
-    total = int(train["epochs"]) * ctx.train_loader(role, train["batch_size"]).steps_per_epoch
+    loader = ctx.train_loader(role, train["batch_size"])  # the run's length, and SWA's BatchNorm pass at the end
+    total = int(train["epochs"]) * loader.steps_per_epoch
     swa = SwaSchedule(int(c["swa"]["start"] * total), int(c["swa"]["every"]), float(c["swa"]["lr"])) \
         if recipe["swa"] else None
 
@@ -154,7 +155,7 @@ def run(ctx) -> dict:
     trained, metrics = train_supervised(ctx, WithAverage(model) if swa else model, role, train, "target", step=step)
     if swa:
         last = metrics["acc"]["target"]
-        model = swa.finish(trained, metrics["steps"], ctx.train_loader(role, train["batch_size"]), device)
+        model = swa.finish(trained, metrics["steps"], loader, device)
         metrics["acc"]["target"] = accuracy(model, ctx.test_loader(role), device)
         metrics["swa"] = {"averaged": int(trained.average.n_averaged), "acc_last_weights": last}
     else:
