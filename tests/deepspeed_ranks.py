@@ -49,3 +49,20 @@ def main(step: Callable[[int], dict[str, torch.Tensor]], stages: Iterable[int]) 
     world, out = int(sys.argv[1]), sys.argv[2]
     torch.multiprocessing.spawn(_spawned, args=(world, free_port(), out, step, tuple(stages)), nprocs=world,
                                 join=True)
+
+
+def check_ranks_equal_one_process(script, stages: Iterable[int], expected: dict[str, torch.Tensor],
+                                  start: dict[str, torch.Tensor], out) -> None:
+    """Runs `python <script> 2 <out>` and checks that under each ZeRO stage the 2-rank step moved the parameters
+    from `start` to `expected` (the one-process step, which must itself move them) to float32 round-off."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(script), "2", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = torch.load(out, weights_only=True)
+    assert any(not torch.equal(expected[n], start[n]) for n in expected)  # the step moved the weights
+    assert set(results) == set(stages)
+    for stage, params in results.items():
+        assert params.keys() == expected.keys()
+        for name, value in params.items():
+            torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=f"ZeRO-{stage}: {name}")
