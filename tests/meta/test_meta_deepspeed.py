@@ -14,5 +14,5 @@ from tests.deepspeed_ranks import check_ranks_equal_one_process  # noqa: E402
 
 
 def test_two_ranks_under_each_zero_stage_match_one_plain_process(tmp_path):
-    check_ranks_equal_one_process(HERE / "meta_deepspeed_step.py", (0, 1, 2), plain_step(), dict(_model().named_parameters()),
-                                  tmp_path / "steps.pt")
+    check_ranks_equal_one_process(HERE / "meta_deepspeed_step.py", (0, 1, 2), plain_step(),
+                                  dict(_model().named_parameters()), tmp_path / "steps.pt")
