@@ -3,27 +3,18 @@ image size), its sha256 part of the stage, and the stage hands the file on as it
 agnostic attack then read it like any pretrained stage."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from trd.config import ConfigError
-from trd.experiment import plan_experiment
 from trd.models import build_model, load_model, save_model
 from trd.stages import public_model
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STAGES = "stages=[public_model,renofeation,agnostic,report]"
 
 
-def _plan(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+exp=renofeation_demo", f"out_root={tmp_path / 'out'}",
-                                                       "renofeation.public=public_model",
-                                                       "agnostic.public=public_model", STAGES, *overrides])
-    return plan_experiment(cfg)
+PUBLIC = ["renofeation.public=public_model", "agnostic.public=public_model", STAGES]
 
 
 def _file(tmp_path, name="cnn", image_size=32):
@@ -32,9 +23,9 @@ def _file(tmp_path, name="cnn", image_size=32):
     return path
 
 
-def test_the_file_is_the_public_model_of_renofeation_and_of_the_agnostic_attack(tmp_path):
+def test_the_file_is_the_public_model_of_renofeation_and_of_the_agnostic_attack(tmp_path, plan_exp):
     path = _file(tmp_path)
-    plan = _plan(tmp_path, f"+public_model.path={path}")
+    plan = plan_exp("renofeation_demo", tmp_path / "out", *PUBLIC, f"+public_model.path={path}")
     assert plan["renofeation/finetune"].inputs == {"pretrained": "public_model"}
     assert plan["agnostic/renofeation/finetune"].inputs == {"model": "renofeation/finetune", "public": "public_model"}
     spec = plan["public_model"]
@@ -51,27 +42,21 @@ def test_the_file_is_the_public_model_of_renofeation_and_of_the_agnostic_attack(
     (lambda tmp: _file(tmp, "resnet18"), "public_model: "),
     (lambda tmp: _file(tmp, image_size=64), "public_model: "),
 ])
-def test_a_file_that_cannot_be_the_public_model_is_one_line_at_submission(tmp_path, make, message):
+def test_a_file_that_cannot_be_the_public_model_is_one_line_at_submission(tmp_path, plan_exp, make, message):
     with pytest.raises(ConfigError) as err:
-        _plan(tmp_path, f"+public_model.path={make(tmp_path)}")
+        plan_exp("renofeation_demo", tmp_path / "out", *PUBLIC, f"+public_model.path={make(tmp_path)}")
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("dataset", ["cub200", "flowers102", "dogs120", "actions40", "indoor67"])
-def test_each_224px_study_setting_plans_every_method_from_the_converted_imagenet_file(tmp_path, monkeypatch, dataset):
-    from trd.data.urls import expand_urls
-
+def test_each_224px_study_setting_plans_every_method_from_the_converted_imagenet_file(tmp_path, monkeypatch, plan_exp,
+                                                                                     dataset):
     monkeypatch.setenv("TRD_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("TRD_PUBLIC", str(tmp_path / "public"))
     save_model(build_model("resnet18", num_classes=1000, image_size=224, stem="imagenet"),
                tmp_path / "public" / "resnet18_imagenet.safetensors")
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"+exp=renofeation_{dataset}", f"out_root={tmp_path / 'out'}"])
-    for url in [*expand_urls(cfg.data.target.train), *expand_urls(cfg.data.target.test)]:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        Path(url).touch()
-    plan = plan_experiment(cfg)
+    plan = plan_exp(f"renofeation_{dataset}", tmp_path / "out", placeholder_shards=True)
     for method in ("linear", "finetune", "l2sp", "delta", "scratch", "renofeation"):
         assert plan[f"agnostic/renofeation/{method}"].inputs["public"] == "public_model"
     assert plan["renofeation/renofeation"].config["swa"] == {"lr": 0.005, "every": 500, "start": 0.5}

@@ -2,25 +2,13 @@
 the ablation's variants labelled, and bad input one line before anything is written."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 
 from trd.config import ConfigError
-from trd.experiment import plan_experiment
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _plan(tmp_path, *overrides, exp="renofeation_demo"):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"+exp={exp}", f"out_root={tmp_path}", *overrides])
-    return plan_experiment(cfg)
-
-
-def test_every_method_is_released_and_attacked_through_the_public_model(tmp_path):
-    plan = _plan(tmp_path)
+def test_every_method_is_released_and_attacked_through_the_public_model(tmp_path, plan_exp):
+    plan = plan_exp("renofeation_demo", tmp_path)
     for method in ("linear", "finetune", "l2sp", "delta", "scratch", "renofeation"):
         name = f"renofeation/{method}"
         assert plan[name].model == {"method": method}
@@ -34,8 +22,8 @@ def test_every_method_is_released_and_attacked_through_the_public_model(tmp_path
     assert "swa" in plan["renofeation/renofeation"].config and "l2sp_alpha" in plan["renofeation/l2sp"].config
 
 
-def test_the_ablation_adds_dropout_and_swa_to_the_baselines(tmp_path):
-    plan = _plan(tmp_path, "renofeation.ablation=true")
+def test_the_ablation_adds_dropout_and_swa_to_the_baselines(tmp_path, plan_exp):
+    plan = plan_exp("renofeation_demo", tmp_path, "renofeation.ablation=true")
     assert plan["renofeation/finetune+dropout+swa"].model == {"method": "finetune", "dropout": True, "swa": True}
     assert plan["renofeation/finetune+dropout+swa"].config["recipe"]["swa"] is True
     assert "renofeation/linear+dropout+swa" not in plan and "renofeation/renofeation+dropout+swa" not in plan
@@ -48,8 +36,8 @@ def test_the_ablation_adds_dropout_and_swa_to_the_baselines(tmp_path):
     (["renofeation.methods=[lwf]"], "renofeation.methods"),
     (["renofeation.dropout=1.0"], "renofeation.dropout=1.0"),
 ])
-def test_bad_input_is_one_line_at_submission(tmp_path, overrides, message):
+def test_bad_input_is_one_line_at_submission(tmp_path, plan_exp, overrides, message):
     with pytest.raises(ConfigError) as err:
-        _plan(tmp_path, *overrides)
+        plan_exp("renofeation_demo", tmp_path, *overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "renofeation_demo").exists()

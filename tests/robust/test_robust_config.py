@@ -2,25 +2,13 @@
 key and the fix, before anything is written under out_root."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 
 from trd.config import ConfigError
-from trd.experiment import plan_experiment
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _plan(tmp_path, *overrides, exp="cartl_demo"):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"+exp={exp}", f"out_root={tmp_path}", *overrides])
-    return plan_experiment(cfg)
-
-
-def test_the_demo_transfers_every_source_model_by_each_method_and_attacks_every_released_model(tmp_path):
-    plan = _plan(tmp_path)
+def test_the_demo_transfers_every_source_model_by_each_method_and_attacks_every_released_model(tmp_path, plan_exp):
+    plan = plan_exp("cartl_demo", tmp_path)
     assert plan["robust_pretrain/pgd_at"].model == {"method": "pgd_at"}
     assert plan["robust_pretrain/fdm_lam0.01"].config["k"] == 1
     sources = {"pretrain": {"source": "natural"}, "robust_pretrain_pgd_at": {"source": "pgd_at"},
@@ -55,25 +43,18 @@ def test_the_demo_transfers_every_source_model_by_each_method_and_attacks_every_
     (["robust_pretrain.lams=[0.0,0.0]"], "robust_pretrain.lams=[0.0, 0.0] must list each lam once"),
     (["pgd.steps=[]"], "pgd.steps=[] must list each step count once"),
 ])
-def test_bad_input_is_one_line_at_submission(tmp_path, overrides, message):
+def test_bad_input_is_one_line_at_submission(tmp_path, plan_exp, overrides, message):
     with pytest.raises(ConfigError) as err:
-        _plan(tmp_path, *overrides)
+        plan_exp("cartl_demo", tmp_path, *overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "cartl_demo").exists()
 
 
 @pytest.mark.parametrize("exp", ["cartl_cifar100_cifar10", "cartl_cifar10_svhn", "cartl_cifar100_svhn"])
-def test_each_study_case_plans_three_sources_by_three_methods_attacked_by_pgd_20_and_100(tmp_path, monkeypatch, exp):
-    from trd.data.urls import expand_urls
-
+def test_each_study_case_plans_three_sources_by_three_methods_attacked_by_pgd_20_and_100(tmp_path, monkeypatch,
+                                                                                         plan_exp, exp):
     monkeypatch.setenv("TRD_DATA", str(tmp_path / "data"))
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"+exp={exp}", f"out_root={tmp_path / 'out'}"])
-    for role in (cfg.data.source, cfg.data.target):
-        for url in [*expand_urls(role.train), *expand_urls(role.test)]:
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
-            Path(url).touch()
-    plan = plan_experiment(cfg)
+    plan = plan_exp(exp, tmp_path / "out", placeholder_shards=True)
     released = [s.name for s in plan.released()]
     assert len(released) == 9 and all(f"pgd/{name}" in plan for name in released)
     assert plan["robust_pretrain/fdm_lam0.01"].config["attack"]["steps"] == 7
