@@ -11,10 +11,8 @@ from trd.config import ConfigError
 from trd.models import build_model, load_model, save_model
 from trd.stages import public_model
 
-STAGES = "stages=[public_model,renofeation,agnostic,report]"
-
-
-PUBLIC = ["renofeation.public=public_model", "agnostic.public=public_model", STAGES]
+PUBLIC = ["renofeation.public=public_model", "agnostic.public=public_model",
+          "stages=[public_model,renofeation,agnostic,report]"]
 
 
 def _file(tmp_path, name="cnn", image_size=32):
