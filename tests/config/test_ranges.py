@@ -111,6 +111,11 @@ def test_out_of_range_value_fails_at_submission_naming_the_key(tmp_path, key, ru
     (["dispose.input=nope"], "dispose.input='nope' is not a released model of this plan: use one of transfer, tgt"),
     (["dispose.retain=nope"], "dispose.retain='nope' is out of range: it must be one of src-kd"),
     (["dispose.lam=abc"], "dispose.lam='abc' must be a number"),
+    (["data.target.holdout=0"], "dispose.target_budget=2 needs a validation slice of the target's train split: set "
+                                "data.target.holdout"),
+    (["dispose.nft.momentum_lr=[0.1,0.01]"], "dispose.nft: learning-rate range of momentum [0.1, 0.01] must have 0 < "
+                                             "low <= high"),
+    (["dispose.nft.steps=[4]"], "dispose.nft.steps=[4] must be [low, high]"),
     (["report.reference=nope"], "report.reference='nope' names no model of this plan"),
     (["+dispose.lamda=0.5"], "unknown config key dispose.lamda: dispose takes"),
     (["+model.width=0"], "model: cnn: width must be >= 1, got 0"),

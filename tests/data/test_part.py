@@ -44,3 +44,22 @@ def test_bad_or_empty_parts_are_one_line_errors(tmp_path, part, message):
 def test_a_part_of_a_part_is_one_slice():
     assert sub_part([0.0, 0.8], [0.75, 1.0]) == pytest.approx([0.6, 0.8])
     assert sub_part(None, [0.0, 0.2]) == [0.0, 0.2]
+
+
+@pytest.mark.parametrize("part", [None, [0.2, 1.0]])
+def test_holdout_leaves_every_train_read_and_is_the_validation_role(tmp_path, part):
+    from trd.data.role import validation_role
+
+    role = imbalanced_role(tmp_path, part=part)
+    whole = set(selected_ids(role))
+    trained = selected_ids({**role, "holdout": 0.2})
+    held_out = selected_ids(validation_role({**role, "holdout": 0.2}))
+    assert set(trained).isdisjoint(held_out) and set(trained) | set(held_out) == whole
+    assert len(held_out) == pytest.approx(0.2 * len(whole), abs=1)
+
+
+def test_a_role_without_holdout_has_no_validation_role(tmp_path):
+    from trd.data.role import validation_role
+
+    with pytest.raises(ValueError, match="set its holdout"):
+        validation_role(imbalanced_role(tmp_path))

@@ -1,4 +1,5 @@
-"""The disposal stage through the CLI: methods fan out, each evaluated; a diverging run stops as diverged."""
+"""The disposal stage through the CLI: methods fan out (nft among them), each evaluated and each released within
+its target budget; a diverging run stops as diverged."""
 from __future__ import annotations
 
 import json
@@ -21,16 +22,22 @@ def out_root(tmp_path_factory):
 
 def test_disposal_methods_run_and_are_evaluated(out_root, data_root):
     tmp_path = out_root
-    submit("+exp=demo", f"out_root={tmp_path}", *SMALL, "dispose.epochs=1", "dispose.methods=[gc,unif]",
+    submit("+exp=demo", f"out_root={tmp_path}", *SMALL, "dispose.epochs=1", "dispose.methods=[gc,unif,nft]",
+           "dispose.validate_every=5", "dispose.nft.steps=[1,3]", "dispose.nft.second_order_steps=2",
            data_root=data_root)
     metrics = stage_metrics(tmp_path / "demo")
-    for method in ("gc", "unif"):
+    for method in ("gc", "unif", "nft"):
         assert metrics[f"dispose/{method}"]["status"] == "done"
         labels = metrics[f"dispose/{method}"]["model_labels"]
         assert labels["method"] == method and labels["lam"] == 0.9
         assert set(metrics[f"evaluate/dispose/{method}"]["acc"]) == {"source", "target"}
         events = list((stage_dir(tmp_path / "demo", f"dispose/{method}") / "tensorboard").glob("events.*"))
         assert events
+    assert metrics["dispose/nft"]["simulated_attackers"]["steps"] == [1, 3]
+    assert metrics["dispose/nft"]["model_labels"]["resist"] == "inverse-ce"
+    assert "simulated_attackers" not in metrics["dispose/gc"]
+    for method in ("gc", "nft"):
+        _check_released_within_budget(tmp_path / "demo", f"dispose/{method}", metrics[f"dispose/{method}"])
     gc_events = (stage_dir(tmp_path / "demo", "dispose/gc") / "tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -38,6 +45,29 @@ def test_disposal_methods_run_and_are_evaluated(out_root, data_root):
     for tag in ("epoch/loss/total_sq_norm", "epoch/loss/sum_chunk_sq_norms", "epoch/loss/mean_pair_cosine",
                 "epoch/loss/retain", "epoch/loss/unlearn", "epoch/acc/source", "epoch/acc/target"):
         assert tag in tags, tags
+
+
+def _check_released_within_budget(exp, name: str, metrics: dict) -> None:
+    """The released weights are the validated state the budget kept: their accuracy on the held-out slice is the
+    one recorded at the released step, within the budget of the reference."""
+    import torch
+
+    from trd.data import build_loader
+    from trd.data.role import validation_role
+    from trd.engine.evaluation import accuracy
+    from trd.models.release import load_released
+
+    budget = metrics["target_budget"]
+    assert budget["points"] == 2.0 and "0" in budget["val_acc"] and budget["released_step"] is not None
+    released_acc = budget["val_acc"][str(budget["released_step"])]
+    assert released_acc >= budget["reference_val_acc"] - 2.0
+    if budget["stopped_at"] is None:
+        assert max(int(s) for s in budget["val_acc"]) == metrics["steps"]
+    stage = json.loads((stage_dir(exp, name) / "stage.json").read_text())
+    role = validation_role(stage["config"]["target"])
+    loader = build_loader(role, "train", 64, train=False)
+    model = load_released(stage_dir(exp, name))
+    assert 100 * accuracy(model, loader, torch.device("cpu")) == pytest.approx(released_acc)
 
 
 def test_diverging_disposal_stops_as_diverged_and_keeps_its_last_good_checkpoint(out_root, data_root):

@@ -101,10 +101,10 @@ def build_catalog(spec: RoleSpec, split: str, skip_corrupt: bool) -> Catalog:
         # Per class with its own seed: the same subset of a class whichever other classes are kept.
         fraction = balanced_subset(labels, spec.fraction, spec.fraction_seed)
         mask = fraction if mask is None else mask & fraction
-    if split == "train" and spec.part is not None:
-        mask = part_mask(np.ones(len(labels), bool) if mask is None else mask, spec.part, spec.part_seed)
+    if split == "train" and spec.train_part is not None:
+        mask = part_mask(np.ones(len(labels), bool) if mask is None else mask, spec.train_part, spec.part_seed)
         if not mask.any():
-            raise DataError(f"part={spec.part} of the {len(labels)} train samples of '{spec.train}' is empty: "
+            raise DataError(f"part={spec.train_part} of the {len(labels)} train samples of '{spec.train}' is empty: "
                             f"widen the slice")
 
     kept_urls, counts, keep = [], [], []

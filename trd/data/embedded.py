@@ -61,7 +61,7 @@ EMBEDDED: dict[str, EmbeddedDataset] = {
 
 
 def embedded_train_size(role: dict) -> int | None:
-    """How many training images a role of embedded data keeps (after fraction and part), or None for other data."""
+    """How many training images a role of embedded data keeps (after fraction, part and holdout), or None for other data."""
     dataset = EMBEDDED.get(role.get("embedded") or "")
     if dataset is None:
         return None
@@ -70,6 +70,7 @@ def embedded_train_size(role: dict) -> int | None:
         per_class = max(1, int(per_class * float(role["fraction"]) + 0.5))
     size = per_class * dataset.num_classes
     low, high = role.get("part") or (0.0, 1.0)
+    high = high - (high - low) * float(role.get("holdout") or 0.0)
     return int(high * size + 1e-9) - int(low * size + 1e-9)
 
 

@@ -28,7 +28,8 @@ class RoleSpec:
     """train, test: shard brace patterns; fraction: class-balanced share of the train split (deterministic by
     fraction_seed); part: [a, b], the slice from a to b of a permutation (seeded by part_seed) of what is left
     of the train split, so disjoint slices of one split can serve different users (the defender's and the
-    attacker's data, an attacker's training and validation data); classes: the shards' labels to keep, in both
+    attacker's data, an attacker's training and validation data); holdout: the last share of that slice, kept
+    out of every read of the train split (validation_role reads it: the owner's validation data); classes: the shards' labels to keep, in both
     splits, relabelled 0..k-1 in the order given (num_classes is then k); embedded: a name in trd.data.EMBEDDED,
     generated at the patterns when missing; mean, std: one number or three; augment: random crop + flip for
     train loaders; shuffle_buffer: samples."""
@@ -41,6 +42,7 @@ class RoleSpec:
     fraction_seed: int = 0
     part: list[float] | None = knob(None, each(within(0, 1)))
     part_seed: int = 0
+    holdout: float = knob(0.0, within(0, 1, high_open=True))
     classes: list[int] | None = knob(None, each(at_least(0)))
     embedded: str | None = None
     mean: float | list[float] = 0.5
@@ -61,6 +63,11 @@ class RoleSpec:
         object.__setattr__(self, "mean", _triple(self.mean, f"{where}.mean"))
         object.__setattr__(self, "std", _triple(self.std, f"{where}.std"))
 
+    @property
+    def train_part(self) -> list[float] | None:
+        """The slice of the train split this role reads: part without its holdout."""
+        return sub_part(self.part, [0.0, 1.0 - self.holdout]) if self.holdout else self.part
+
     def pattern(self, split: str) -> str:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
@@ -71,6 +78,14 @@ def sub_part(part: list[float] | None, inner: list[float]) -> list[float]:
     """The slice `inner` of the slice `part` (None: the whole split), as one slice of the split."""
     low, high = part or (0.0, 1.0)
     return [low + (high - low) * inner[0], low + (high - low) * inner[1]]
+
+
+def validation_role(role: dict) -> dict:
+    """The held-out slice of role's train split (its `holdout`) as a role of its own, without augmentation."""
+    holdout = float(role.get("holdout") or 0.0)
+    if not holdout:
+        raise ValueError("the role has no holdout: set its holdout (e.g. 0.1) to hold out a validation slice")
+    return {**role, "part": sub_part(role.get("part"), [1.0 - holdout, 1.0]), "holdout": 0.0, "augment": False}
 
 
 def parse_role(role, where: str = "data role") -> RoleSpec:

@@ -21,14 +21,19 @@ def cycle_from(loader, global_step: int) -> Iterator:
 
 class SideStream:
     """A second loader's batches for a training step: the first call starts them where `global_step` steps
-    would have left off (cycle_from), so a resumed job draws the same side batches."""
+    would have left off (cycle_from), so a resumed job draws the same side batches. With per_step > 1 every step
+    owns that many consecutive batches (draw), whether or not it uses them all."""
 
-    def __init__(self, loader):
-        self.loader = loader
+    def __init__(self, loader, per_step: int = 1):
+        self.loader, self.per_step = loader, per_step
         self._batches: Iterator | None = None
 
     def next(self, global_step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self._batches is None:
-            self._batches = cycle_from(self.loader, global_step)
+            self._batches = cycle_from(self.loader, global_step * self.per_step)
         images, labels = next(self._batches)
         return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    def draw(self, global_step: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The per_step batches of one step."""
+        return [self.next(global_step, device) for _ in range(self.per_step)]

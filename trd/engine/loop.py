@@ -46,13 +46,17 @@ def train(
     on_epoch_end: Callable[[int], dict] | None = None,
     evaluate_at: Collection[int] = (),
     on_evaluate: Callable[[int], dict] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
     desc: str = "train",
 ) -> dict:
     """Runs step_fn (forward + loss) -> backward -> engine.step for `epochs` epochs or `max_steps` optimiser
     steps (a step budget, which may end mid-epoch), resuming from ckpt if present.
 
     step_fn(engine, images, labels, global_step) returns (loss, scalars to log); on_evaluate(global_step) runs
-    after each step listed in evaluate_at and returns scalars to log. Returns the final progress dict.
+    after each step listed in evaluate_at and returns scalars to log. on_start(global_step) runs once the
+    checkpoint (if any) is loaded; stop() is asked then and after each evaluation, and True ends the run early
+    (checkpointed, so a resumed job ends too). Returns the final progress dict.
     """
     if (epochs is None) == (max_steps is None):
         raise ValueError("train() takes epochs or max_steps, one of them")
@@ -60,7 +64,9 @@ def train(
         epochs = -(-max_steps // loader.steps_per_epoch)
     progress = ckpt.load(engine) or {"epoch": 0, "step": 0, "global_step": 0}
     epoch, start_step, global_step = progress["epoch"], progress["step"], progress["global_step"]
-    if max_steps is not None and global_step >= max_steps:
+    if on_start is not None:
+        on_start(global_step)
+    if (max_steps is not None and global_step >= max_steps) or (stop is not None and stop()):
         return progress
     device = engine.device
     zero_stage = engine.zero_optimization_stage()
@@ -93,6 +99,12 @@ def train(
                 bar.set_postfix(loss=f"{loss_value:.3f}")
             if global_step in evaluate_at and on_evaluate is not None:
                 log.scalars(on_evaluate(global_step), global_step, prefix="eval/")
+                if stop is not None and stop():
+                    bar.close()
+                    last = step + 1 == loader.steps_per_epoch
+                    stopped = {"epoch": epoch + last, "step": 0 if last else step + 1, "global_step": global_step}
+                    ckpt.save(engine, stopped)
+                    return stopped
             budget_spent = max_steps is not None and global_step == max_steps
             if step + 1 < loader.steps_per_epoch and (
                     budget_spent or (checkpoint_every and global_step % checkpoint_every == 0)):

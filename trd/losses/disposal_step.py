@@ -3,7 +3,8 @@ with its private source head:
 
     L_DTL = (1 - lam) * L_retain + lam * L_unlearn
 
-L_unlearn (on source batches): gc / ngc (gradient collision), rand, unif, neg. L_retain: src-kd (distil the
+L_unlearn (on source batches): gc / ngc (gradient collision), rand, unif, neg, or nft (the bounded loss of a
+simulated attacker's fine-tuned source model, trd.meta.simulated_attack). L_retain: src-kd (distil the
 frozen released model on source data, through its source or its target head), tgt-kd, tgt-ce, or tgt-agem
 (target CE, with the unlearning gradient projected so that it never increases the target loss to first order).
 """
@@ -18,10 +19,12 @@ from trd.losses.gradient_collision import gradient_collision_loss
 from trd.losses.objective import dtl_objective
 from trd.losses.retaining import RETAINING_LOSSES, retaining_loss
 from trd.losses.unlearning import UNLEARNING_LOSSES, unlearning_loss
+from trd.meta.simulated_attack import AttackerDistribution, attacked_loss, sample_attacker
 from trd.models.source_view import WithSourceHead
 
 COLLISION = ("gc", "ngc")
-UNLEARN = COLLISION + UNLEARNING_LOSSES
+SIMULATED = ("nft",)
+UNLEARN = COLLISION + UNLEARNING_LOSSES + SIMULATED
 RETAIN = RETAINING_LOSSES + ("tgt-agem",)
 CHUNKINGS = ("random", "class")
 KD_HEADS = ("source", "target")
@@ -40,6 +43,13 @@ def class_disjoint_order(x, y, num_classes: int, generator: torch.Generator):
     return x[order], y[order]
 
 
+def attacker_distribution(nft: dict) -> AttackerDistribution:
+    """The simulated attackers of a dispose.nft config node."""
+    lr = {name: tuple(nft[f"{name}_lr"]) for name in nft["optimizers"]}
+    return AttackerDistribution(lr=lr, steps=tuple(nft["steps"]), linear_share=float(nft["linear_share"]),
+                                second_order_steps=int(nft["second_order_steps"]), momentum=float(nft["momentum"]))
+
+
 def _params(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
@@ -47,15 +57,26 @@ def _params(module: torch.nn.Module) -> list[torch.nn.Parameter]:
 class DisposalStep:
     """One optimisation step of L_DTL; keeps running sums of what TensorBoard shows per epoch."""
 
-    def __init__(self, cfg: dict, teacher: WithSourceHead, target_batches, seed: int):
+    def __init__(self, cfg: dict, teacher: WithSourceHead, target_batches, seed: int, attacker_batches=None):
+        """attacker_batches (nft): a SideStream of source batches, max inner steps of them per step."""
         self.cfg, self.teacher, self.target_batches = cfg, teacher, target_batches
         self._target = None
         self.method, self.retain, self.lam = cfg["method"], cfg["retain"], float(cfg["lam"])
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self.attacker_batches = attacker_batches
+        self.attackers = attacker_distribution(cfg["nft"]) if self.method in SIMULATED else None
         self.sums: dict[str, float] = defaultdict(float)
         self.count = 0
 
-    def _unlearn(self, module: WithSourceHead, x, y):
+    def _unlearn(self, module: WithSourceHead, x, y, global_step: int):
+        if self.method in SIMULATED:
+            # Seeded by the step, so a resumed job samples the attackers an uninterrupted one would have.
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + global_step)
+            attacker = sample_attacker(self.attackers, generator)
+            batches = self.attacker_batches.draw(global_step, x.device)
+            return attacked_loss(module.model, attacker, lambda t: batches[t], (x, y), module.source_head.out_features,
+                                 self.cfg["nft"]["loss"], generator)
         if self.method in COLLISION and self.cfg.get("chunking", "random") == "class":
             x, y = class_disjoint_order(x, y, module.source_head.out_features, self.generator)
         if self.method in COLLISION:
@@ -91,7 +112,7 @@ class DisposalStep:
             self._target = (self.target_batches(global_step) if callable(self.target_batches)
                             else self.target_batches)
         module: WithSourceHead = engine.module
-        unlearn, stats = self._unlearn(module, x, y)
+        unlearn, stats = self._unlearn(module, x, y, global_step)
         retain = self._retain(module, x)
         loss = dtl_objective(retain, unlearn, self.lam)
         scalars = {"retain": float(retain.detach()), "unlearn": float(unlearn.detach()), **stats}

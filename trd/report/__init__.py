@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trd.atomic import atomic_write
+from trd.report.attacker_split import attacker_split_tables
 from trd.report.plots import all_plots
 from trd.report.records import load_records, report_settings
 from trd.report.robust_tables import robust_tables
@@ -46,7 +47,7 @@ def write_report(exp_dir: str | Path, paper_scheme: str | None = None, reference
         raise ValueError(f"paper scheme {ex.paper_scheme!r} was not run in {exp_dir}: use one of {', '.join(ex.schemes)}")
     out = exp_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    tables = all_tables(ex) + robust_tables(ex)
+    tables = all_tables(ex) + robust_tables(ex) + attacker_split_tables(ex, records)
     for table in tables:
         _write_text(out / f"{table.name}.csv", table_csv(table))
     plots = all_plots(ex, out)
