@@ -8,7 +8,13 @@ from torch import nn
 
 from trd.losses.resistance import inverse_cross_entropy, negative_entropy, resistance_loss
 from trd.meta.inner import InnerOptimizer
-from trd.meta.simulated_attack import AttackerDistribution, SimulatedAttacker, attacked_loss, sample_attacker
+from trd.meta.simulated_attack import (
+    AttackerDistribution,
+    SimulatedAttacker,
+    attacked_loss,
+    prototype_head,
+    sample_attacker,
+)
 
 
 class TinyBody(nn.Module):
@@ -69,6 +75,35 @@ def test_second_order_meta_gradient_equals_the_float64_unrolled_reference(mode, 
     reference = _finite_difference_gradient(body, attacker, support, query, kind)
     for (name, _), g in zip(params.items(), grads):
         torch.testing.assert_close(g, reference[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("mode", ["full", "linear"])
+@pytest.mark.parametrize("second_order", [True, False])
+def test_a_prototype_head_attacker_differentiates_through_its_class_means(mode, second_order):
+    """With the head computed from the body's features, even the first-order step depends on the body through
+    the head: the reference is the whole unrolled objective by central differences."""
+    body, support, query = _setup(3)
+    attacker = SimulatedAttacker(InnerOptimizer("momentum", lr=0.2), 2, mode, second_order, head="prototype")
+    params = {n: p for n, p in body.named_parameters() if not n.startswith("head.")}
+    grads = torch.autograd.grad(_loss(body, attacker, support, query, params=params), list(params.values()))
+    if not second_order:  # first order: the inner gradients are constants, so central differences do not apply
+        assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+        return
+    reference = _finite_difference_gradient(body, attacker, support, query, "inverse-ce")
+    for (name, _), g in zip(params.items(), grads):
+        torch.testing.assert_close(g, reference[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_prototype_head_is_the_nearest_class_mean_classifier():
+    torch.manual_seed(0)
+    features = torch.randn(30, 6, dtype=torch.float64)
+    labels = torch.randint(0, 4, (30,))  # class 4 of 5 has no image
+    head = prototype_head(features, labels, 5)
+    means = torch.stack([features[labels == c].mean(0) for c in range(4)])
+    probes = torch.randn(50, 6, dtype=torch.float64)
+    logits = probes @ head["head.weight"].T + head["head.bias"]
+    assert torch.equal(logits.argmax(1), torch.cdist(probes, means).argmin(1))
+    assert (logits.argmax(1) != 4).all()
 
 
 def test_the_hand_written_double_backwards_give_pytorchs_meta_gradient_on_a_convolutional_body():
@@ -146,6 +181,7 @@ def test_sampled_attackers_follow_the_configured_distribution():
 
 
 @pytest.mark.parametrize("bad, message", [({"lr": {"sgd": (0.1, 1.0)}}, "use some of momentum, adam"),
+                                          ({"lr": {"adam": (0.01, 0.1)}, "head": "zeros"}, "use one of random"),
                                           ({"lr": {"adam": (0.1, 0.01)}}, "0 < low <= high"),
                                           ({"lr": {"adam": (0.01, 0.1)}, "steps": (0, 3)}, "1 <= low <= high")])
 def test_a_bad_distribution_is_refused(bad, message):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from trd.atomic import atomic_write, atomic_write_json, read_json

@@ -47,7 +47,8 @@ def attacker_distribution(nft: dict) -> AttackerDistribution:
     """The simulated attackers of a dispose.nft config node."""
     lr = {name: tuple(nft[f"{name}_lr"]) for name in nft["optimizers"]}
     return AttackerDistribution(lr=lr, steps=tuple(nft["steps"]), linear_share=float(nft["linear_share"]),
-                                second_order_steps=int(nft["second_order_steps"]), momentum=float(nft["momentum"]))
+                                second_order_steps=int(nft["second_order_steps"]), momentum=float(nft["momentum"]),
+                                head=nft.get("head", "random"))
 
 
 def _params(module: torch.nn.Module) -> list[torch.nn.Parameter]:

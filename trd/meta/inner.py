@@ -75,8 +75,10 @@ def adapt(params: Params, inner_loss: Callable[[Params, int], torch.Tensor], ste
     state: dict = {}
     for t in range(steps):
         loss = inner_loss(params, t)
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order, allow_unused=True,
-                                    materialize_grads=True)
+        # retain_graph: a starting point computed from outside parameters (a prototype head from the body's
+        # features) is shared by every step's graph, and the outer backward still runs through it.
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order, retain_graph=True,
+                                    allow_unused=True, materialize_grads=True)
         if not second_order:
             grads = [g.detach() for g in grads]
         params = _step(params, list(grads), opt, state, t + 1)

@@ -1,6 +1,7 @@
 """The simulated free-rider of the non-fine-tunable disposal: an attacker drawn from a configured distribution
 (optimiser, log-uniform learning rate, inner steps, full fine-tuning or a linear probe) fine-tunes the released
-body under a fresh, randomly initialised head on a stream of source batches, and the adapted model is scored on
+body under a fresh head (randomly initialised, or the nearest-class-mean classifier of the attacker's batches,
+an attacker that is strong before its first step) on a stream of source batches, and the adapted model is scored on
 a query batch with a bounded resistance loss (trd.losses.resistance). The loss differentiates back to the
 released body through the inner loop (trd.meta.inner): second-order for short loops, first-order (the inner
 gradients taken as constants) for long ones. Inner loops run on views of the parameters with BatchNorm's running
@@ -24,6 +25,8 @@ from trd.models.batchnorm import untracked_batchnorm
 Batch = tuple[torch.Tensor, torch.Tensor]
 MODES = ("full", "linear")
 OPTIMIZERS = ("momentum", "adam")
+HEADS = ("random", "prototype")
+ABSENT_CLASS_BIAS = -1e4  # a prototype head's logit offset for a class none of the attacker's images has
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,11 @@ class AttackerDistribution:
     linear_share: float = 0.5  # probability of a linear probe (else full fine-tuning)
     second_order_steps: int = 1  # loops of at most this many steps are differentiated second-order
     momentum: float = 0.9
+    head: str = "random"  # random | prototype: how each attacker's fresh head starts
 
     def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"simulated attacker head {self.head!r}: use one of {', '.join(HEADS)}")
         unknown = sorted(set(self.lr) - set(OPTIMIZERS))
         if not self.lr or unknown:
             raise ValueError(f"simulated attacker optimisers {sorted(self.lr)}: use some of {', '.join(OPTIMIZERS)}")
@@ -48,7 +54,8 @@ class AttackerDistribution:
         """What a report needs to tell seen attackers from unseen ones."""
         modes = [m for m, share in (("full", 1 - self.linear_share), ("linear", self.linear_share)) if share > 0]
         return {"optimizers": {k: [float(v) for v in r] for k, r in self.lr.items()}, "modes": modes,
-                "steps": [int(s) for s in self.steps], "second_order_steps": int(self.second_order_steps)}
+                "steps": [int(s) for s in self.steps], "second_order_steps": int(self.second_order_steps),
+                "head": self.head}
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class SimulatedAttacker:
     steps: int
     mode: str
     second_order: bool
+    head: str = "random"
 
 
 def sample_attacker(dist: AttackerDistribution, generator: torch.Generator) -> SimulatedAttacker:
@@ -70,7 +78,18 @@ def sample_attacker(dist: AttackerDistribution, generator: torch.Generator) -> S
     steps = int(torch.randint(dist.steps[0], dist.steps[1] + 1, (), generator=generator))
     mode = "linear" if uniform() < dist.linear_share else "full"
     optimizer = InnerOptimizer(name, lr=lr, momentum=dist.momentum)
-    return SimulatedAttacker(optimizer, steps, mode, second_order=steps <= dist.second_order_steps)
+    return SimulatedAttacker(optimizer, steps, mode, second_order=steps <= dist.second_order_steps, head=dist.head)
+
+
+class _Features(nn.Module):
+    """The released body's features, as a module whose forward functional_call can run on outside parameters."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body.features(x)
 
 
 class _Probe(nn.Module):
@@ -96,6 +115,16 @@ def fresh_head(feature_dim: int, num_classes: int, like: torch.Tensor, generator
     return {"head.weight": draw(num_classes, feature_dim), "head.bias": draw(num_classes)}
 
 
+def prototype_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Params:
+    """The linear head of the nearest-class-mean classifier: argmax_c of w_c . f + b_c with w_c the mean feature
+    of class c and b_c = -|w_c|^2 / 2 is argmin_c |f - w_c|; a class without an image is never predicted."""
+    onehot = nn.functional.one_hot(labels, num_classes).to(features.dtype)
+    counts = onehot.sum(0)
+    means = onehot.T @ features / counts.clamp_min(1).unsqueeze(1)
+    bias = torch.where(counts > 0, -0.5 * (means * means).sum(1), torch.full_like(counts, ABSENT_CLASS_BIAS))
+    return {"head.weight": means, "head.bias": bias}
+
+
 def attacked_loss(body: nn.Module, attacker: SimulatedAttacker, inner_batch: Callable[[int], Batch], query: Batch,
                   num_classes: int, loss: str, generator: torch.Generator,
                   params: Params | None = None, fast: bool = True) -> tuple[torch.Tensor, dict]:
@@ -108,11 +137,16 @@ def attacked_loss(body: nn.Module, attacker: SimulatedAttacker, inner_batch: Cal
     if params is None:
         params = {n: p.view_as(p) for n, p in body.named_parameters() if p.requires_grad}
     like = next(iter(params.values()))
-    head = fresh_head(body.feature_dim, num_classes, like, generator)
     body_params = {f"body.{n}": p for n, p in params.items() if not n.startswith("head.")}
     probe = _Probe(body, nn.Linear(body.feature_dim, num_classes, device="meta"))
     buffers = {f"body.{n}": b for n, b in body.named_buffers()}
-    adapted, fixed = (head, body_params) if attacker.mode == "linear" else ({**body_params, **head}, {})
+
+    def starting_head() -> Params:
+        if attacker.head == "random":
+            return fresh_head(body.feature_dim, num_classes, like, generator)
+        images, labels = zip(*(inner_batch(t) for t in range(attacker.steps)))
+        features = functional_call(_Features(body), (body_params, buffers), (torch.cat(images),))
+        return prototype_head(features, torch.cat(labels), num_classes)
 
     def forward(p: Params, images: torch.Tensor) -> torch.Tensor:
         return functional_call(probe, ({**fixed, **p}, buffers), (images,))
@@ -123,6 +157,8 @@ def attacked_loss(body: nn.Module, attacker: SimulatedAttacker, inner_batch: Cal
 
     double_backward = fast_double_backward if fast and attacker.second_order else contextlib.nullcontext
     with untracked_batchnorm(body), double_backward():
+        head = starting_head()
+        adapted, fixed = (head, body_params) if attacker.mode == "linear" else ({**body_params, **head}, {})
         adapted = adapt(adapted, inner_loss, attacker.steps, attacker.optimizer, attacker.second_order)
         logits = forward(adapted, query[0])
     value = resistance_loss(loss, logits, query[1])

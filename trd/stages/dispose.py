@@ -27,6 +27,7 @@ from trd.losses.disposal_step import (
     attacker_distribution,
 )
 from trd.losses.resistance import RESISTANCE_LOSSES
+from trd.meta.simulated_attack import HEADS as ATTACKER_HEADS
 from trd.meta.simulated_attack import OPTIMIZERS as ATTACKER_OPTIMIZERS
 from trd.models.release import load_released, load_source_head
 from trd.models.source_view import WithSourceHead
@@ -44,6 +45,7 @@ class SimulatedAttackersConfig:
     linear_share: float = knob(0.5, within(0, 1))  # linear probes among the attackers (the rest fine-tune all)
     second_order_steps: int = knob(1, at_least(0))  # loops this short are differentiated second-order
     momentum: float = knob(0.9, within(0, 1, high_open=True))
+    head: str = knob("random", one_of(*ATTACKER_HEADS))  # each attacker's fresh head: random, or class means
     batch_size: int = knob(32, at_least(1))  # the attacker's source batch, all ranks together
 
     def check(self, where: str) -> None:
