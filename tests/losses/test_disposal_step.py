@@ -37,3 +37,42 @@ def test_src_kd_through_the_target_head_distils_target_logits_on_source_images()
     source_kd = distillation_loss(module.source(x), teacher.source(x), 2.0)
     # only the target head was changed: distilling through the source head would see no difference at all
     assert expected.item() > 1e-3 and source_kd.item() < 1e-6
+
+
+class _IndexedLoader:
+    """A train loader whose batch i of epoch e is a pure function of (e, i), like trd's."""
+    steps_per_epoch = 5
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def iter_from(self, step):
+        for i in range(step, self.steps_per_epoch):
+            g = torch.Generator().manual_seed(100 * self.epoch + i)
+            yield torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 5, (4,), generator=g)
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+
+def test_a_resumed_nft_step_draws_the_attackers_and_batches_an_uninterrupted_one_would():
+    from trd.config import plain
+    from trd.engine.cycle import SideStream
+    from trd.stages.dispose import SimulatedAttackersConfig
+
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=3, image_size=8, width=4)
+    module = WithSourceHead(model, torch.nn.Linear(model.feature_dim, 5))
+    nft = {**plain(SimulatedAttackersConfig()), "steps": [1, 3], "second_order_steps": 0}
+    cfg = {"method": "nft", "retain": "src-kd", "lam": 0.5, "temperature": 2.0, "kd_head": "source", "nft": nft}
+    engine = SimpleNamespace(module=module)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))
+    teacher = frozen_teacher(module)  # the released model as the stage loads it, before and after a preemption
+
+    def run(first, last):
+        step = DisposalStep(cfg, teacher, None, seed=7, attacker_batches=SideStream(_IndexedLoader(), 3))
+        return [step(engine, x, y, s)[1] for s in range(first, last)]
+
+    uninterrupted, resumed = run(0, 4), run(2, 4)
+    assert resumed == uninterrupted[2:]
+    assert len({s["nft/log10_lr"] for s in uninterrupted}) == 4  # a new attacker every step

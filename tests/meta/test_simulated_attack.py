@@ -63,10 +63,9 @@ def _finite_difference_gradient(body, attacker, support, query, kind, eps=1e-6):
 
 
 @pytest.mark.parametrize("mode", ["full", "linear"])
-@pytest.mark.parametrize("optimizer, steps", [(InnerOptimizer("sgd", lr=0.3), 1),
-                                              (InnerOptimizer("momentum", lr=0.2), 2),
-                                              (InnerOptimizer("adam", lr=0.05), 2)])
-@pytest.mark.parametrize("kind", ["inverse-ce", "kl-uniform", "neg-entropy"])
+@pytest.mark.parametrize("optimizer, steps, kind", [(InnerOptimizer("sgd", lr=0.3), 1, "inverse-ce"),
+                                                    (InnerOptimizer("momentum", lr=0.2), 2, "kl-uniform"),
+                                                    (InnerOptimizer("adam", lr=0.05), 2, "neg-entropy")])
 def test_second_order_meta_gradient_equals_the_float64_unrolled_reference(mode, optimizer, steps, kind):
     body, support, query = _setup()
     attacker = SimulatedAttacker(optimizer, steps, mode, second_order=True)

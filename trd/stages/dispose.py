@@ -39,9 +39,9 @@ class SimulatedAttackersConfig:
     """nft's attackers: each outer step samples one per rank (trd.meta.simulated_attack)."""
     loss: str = knob("inverse-ce", one_of(*RESISTANCE_LOSSES))  # what the fine-tuned source model is scored by
     optimizers: list[str] = knob(["momentum", "adam"], each(one_of(*ATTACKER_OPTIMIZERS)))  # chosen uniformly
-    momentum_lr: list[float] = knob([0.01, 0.1], each(positive()))  # [low, high], log-uniform
-    adam_lr: list[float] = knob([1.0e-4, 1.0e-2], each(positive()))
-    steps: list[int] = knob([1, 8], each(at_least(1)))  # inner steps, uniform in [low, high]
+    momentum_lr: list[float] = knob([0.03, 0.3], each(positive()))  # [low, high], log-uniform
+    adam_lr: list[float] = knob([1.0e-3, 3.0e-2], each(positive()))
+    steps: list[int] = knob([8, 32], each(at_least(1)))  # inner steps, uniform in [low, high]
     linear_share: float = knob(0.5, within(0, 1))  # linear probes among the attackers (the rest fine-tune all)
     second_order_steps: int = knob(1, at_least(0))  # loops this short are differentiated second-order
     momentum: float = knob(0.9, within(0, 1, high_open=True))
