@@ -22,11 +22,11 @@ def out_root(tmp_path_factory):
 
 def test_disposal_methods_run_and_are_evaluated(out_root, data_root):
     tmp_path = out_root
-    submit("+exp=demo", f"out_root={tmp_path}", *SMALL, "dispose.epochs=1", "dispose.methods=[gc,unif,nft]",
+    submit("+exp=demo", f"out_root={tmp_path}", *SMALL, "dispose.epochs=1", "dispose.methods=[gc,nft]",
            "dispose.validate_every=5", "dispose.nft.steps=[1,3]", "dispose.nft.second_order_steps=2",
            data_root=data_root)
     metrics = stage_metrics(tmp_path / "demo")
-    for method in ("gc", "unif", "nft"):
+    for method in ("gc", "nft"):
         assert metrics[f"dispose/{method}"]["status"] == "done"
         labels = metrics[f"dispose/{method}"]["model_labels"]
         assert labels["method"] == method and labels["lam"] == 0.9
