@@ -17,16 +17,11 @@ turn within every repetition of one process; medians and ratios of medians are r
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import platform
 import statistics
 
 import torch
-import torch.nn.functional as F
-from timing import timed
+from timing import ce_step, inner_loop_bench, timed
 
-from trd.engine.host_memory import keep_freed_host_memory
 from trd.losses.double_backward_mode import fast_double_backward
 from trd.meta.inner import InnerOptimizer
 from trd.meta.maml import Task, meta_gradient
@@ -35,27 +30,8 @@ from trd.models import build_model
 CLASSES = 10
 
 
-def _ce_step(model, batch) -> None:
-    model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(batch[0]), batch[1]).backward()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["cnn", "resnet18"])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--k", nargs="+", type=int, default=[1, 3, 5])
-    parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="batch 8, k = 1 2, cnn only, one repetition")
-    args = parser.parse_args()
-    if args.quick:
-        args.models, args.batch, args.k, args.repetitions = ["cnn"], 8, [1, 2], 1
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        keep_freed_host_memory()
-    print(f"# meta step vs (k + 1) CE steps, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch {args.batch}")
+    args, device = inner_loop_bench(__doc__, "meta step vs (k + 1) CE steps", batch=64, k=[1, 3, 5])
     print("| model | k | CE step ms | second | second-fast | first |")
     print("|---|---:|---:|---:|---:|---:|")
     opt = InnerOptimizer("sgd", lr=0.01)
@@ -68,7 +44,7 @@ def main() -> None:
         for k in args.k:
             runs = {"ce": [], "second": [], "second-fast": [], "first": []}
             for _ in range(args.repetitions):
-                runs["ce"].append(timed(lambda: _ce_step(model, task.support), device))
+                runs["ce"].append(timed(lambda: ce_step(model, task.support), device))
                 runs["second"].append(timed(lambda: meta_gradient(model, [task], k, opt), device))
                 with fast_double_backward():
                     runs["second-fast"].append(timed(lambda: meta_gradient(model, [task], k, opt), device))

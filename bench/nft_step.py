@@ -13,26 +13,17 @@ and ratios of medians are reported.
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import platform
 import statistics
 
 import torch
 import torch.nn.functional as F
-from timing import timed
+from timing import ce_step, inner_loop_bench, timed
 
-from trd.engine.host_memory import keep_freed_host_memory
 from trd.meta.inner import InnerOptimizer
 from trd.meta.simulated_attack import SimulatedAttacker, attacked_loss
 from trd.models import build_model
 
 CLASSES = 10
-
-
-def _ce_step(model, batch) -> None:
-    model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(batch[0]), batch[1]).backward()
 
 
 def _nft_step(model, batch, inner, attacker) -> None:
@@ -43,21 +34,7 @@ def _nft_step(model, batch, inner, attacker) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["cnn", "resnet18"])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--k", nargs="+", type=int, default=[1, 8, 32])
-    parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="batch 8, k = 1 2, cnn only, one repetition")
-    args = parser.parse_args()
-    if args.quick:
-        args.models, args.batch, args.k, args.repetitions = ["cnn"], 8, [1, 2], 1
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        keep_freed_host_memory()
-    print(f"# nft step vs CE step, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch {args.batch}")
+    args, device = inner_loop_bench(__doc__, "nft step vs CE step", batch=32, k=[1, 8, 32])
     print("| model | k | CE step ms | second vs 1 CE | first vs 1 CE | second vs k+2 CE | first vs k+2 CE |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in args.models:
@@ -73,7 +50,7 @@ def main() -> None:
             inner = [batch() for _ in range(k)]
             runs = {"ce": [], "second": [], "first": []}
             for _ in range(args.repetitions):
-                runs["ce"].append(timed(lambda: _ce_step(model, query), device))
+                runs["ce"].append(timed(lambda: ce_step(model, query), device))
                 for order in ("second", "first"):
                     attacker = SimulatedAttacker(InnerOptimizer("momentum", lr=0.01), k, "full", order == "second")
                     runs[order].append(timed(lambda: _nft_step(model, query, inner, attacker), device))

@@ -2,12 +2,12 @@
 distribution covers, and the seen_unseen table's numbers on a hand-written experiment."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import pytest
+from report_csv import table_cells
 
 from trd.report import write_report
 from trd.report.attacker_split import optimiser_family, seen_by
@@ -153,16 +153,11 @@ def _experiment(tmp_path, simulated: dict | None = DISTRIBUTION) -> Path:
     return exp
 
 
-def _cells(exp: Path, table: str) -> dict[tuple[str, str], dict]:
-    with open(exp / "report" / f"{table}.csv") as f:
-        return {(r["row"], r["column"]): r for r in csv.DictReader(f)}
-
-
 def test_seen_unseen_compares_each_side_with_the_references_on_the_same_side(tmp_path):
     exp = _experiment(tmp_path)
     summary = write_report(exp)
     assert "seen_unseen" in summary["tables"]
-    cells = _cells(exp, "seen_unseen")
+    cells = table_cells(exp, "seen_unseen")
     assert {row for row, _ in cells} == {"nft"}  # the references are no rows of their own
     # Seen per replicate: max(0.20, 0.15, 0.25) and max(0.18, 0.22, 0.12); unseen: max(0.40, 0.35) and 0.30
     # (its lr 0.1 point diverged and is left out).
@@ -180,7 +175,7 @@ def test_seen_unseen_compares_each_side_with_the_references_on_the_same_side(tmp
 def test_a_side_without_grid_points_is_missing_and_failures_stay_failures(tmp_path):
     exp = _experiment(tmp_path)
     write_report(exp)
-    cells = _cells(exp, "seen_unseen")
+    cells = table_cells(exp, "seen_unseen")
     assert float(cells[("nft", "Acc_pl seen b")]["value"]) == pytest.approx(0.32)
     unseen = cells[("nft", "Acc_pl unseen b")]
     assert unseen["status"] == "n/a" and "no grid point of nft on b is unseen" in unseen["note"]

@@ -2,12 +2,12 @@
 failures that stay failures, and every cell traceable to the files it came from."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import pytest
+from report_csv import table_cells
 
 from trd.report import write_report
 from trd.report.cells import (
@@ -134,15 +134,10 @@ def experiment(tmp_path) -> Path:
     return exp
 
 
-def _cells(exp: Path, table: str) -> dict[tuple[str, str], dict]:
-    with open(exp / "report" / f"{table}.csv") as f:
-        return {(r["row"], r["column"]): r for r in csv.DictReader(f)}
-
-
 def test_tables_follow_the_paper_layout_with_means_over_seeds(experiment):
     summary = write_report(experiment)
     assert summary["paper_scheme"] == "finetune"
-    t1 = _cells(experiment, "table1")
+    t1 = table_cells(experiment, "table1")
     assert float(t1[("tl", "disposal ratio synth")]["value"]) == 0.0
     assert float(t1[("scratch", "disposal ratio synth")]["value"]) == 1.0
     # gc lam=0.5: Acc_pl 0.31 (mean of 0.30, 0.32); TL 0.79; scratch 0.21
@@ -155,25 +150,25 @@ def test_tables_follow_the_paper_layout_with_means_over_seeds(experiment):
     reference = [k for k in t1 if k[0].startswith("Reference")]
     assert {t1[k]["text"] for k in reference} == {"40.00", "70.00", "79.00 ± 1.41", "21.00 ± 1.41"}
     # The worst case: per attacked model the best over schemes and attacker seeds (TL: 0.82, 0.85, 0.80, 0.79).
-    worst = _cells(experiment, "worst_case")
+    worst = table_cells(experiment, "worst_case")
     assert float(worst[("Reference (absolute: Acc_t TGT, Acc_t TL, Acc_pl TL, Acc_pl scratch)",
                         "ΔAcc_pl synth vs TL")]["value"]) == pytest.approx(0.85)
-    t3 = _cells(experiment, "table3")
+    t3 = table_cells(experiment, "table3")
     assert t3[("tgt", "Acc_s")]["status"] == "n/a" and t3[("tl", "Acc_s")]["text"] == "60.00"
     assert t3[("scratch", "Acc_t")]["status"] == "n/a"
-    mia = _cells(experiment, "mia")
+    mia = table_cells(experiment, "mia")
     assert mia[("tl", "loss auc")]["text"] == "0.580" and mia[("tgt", "loss acc")]["status"] == "skipped"
 
 
 def test_a_failed_pl_job_shows_as_failed_and_is_listed(experiment):
     write_report(experiment)
     lam09 = "gc lam=0.9"
-    assert _cells(experiment, "table1")[(lam09, "ΔAcc_pl synth vs TL")]["text"] != "failed"  # paper scheme ran
-    worst = _cells(experiment, "worst_case")[(lam09, "ΔAcc_pl synth vs TL")]
+    assert table_cells(experiment, "table1")[(lam09, "ΔAcc_pl synth vs TL")]["text"] != "failed"  # paper scheme ran
+    worst = table_cells(experiment, "worst_case")[(lam09, "ΔAcc_pl synth vs TL")]
     assert worst["text"] == "failed" and "boom" in worst["note"]
     assert any(s.endswith("piggyback_dispose_gc[lam=0.9]_synth_linear_s1/metrics.json")
                for s in worst["sources"].split(";"))
-    assert _cells(experiment, "piggyback")[(f"{lam09} · synth · linear", "final")]["text"] == "failed"
+    assert table_cells(experiment, "piggyback")[(f"{lam09} · synth · linear", "final")]["text"] == "failed"
     md = (experiment / "report" / "report.md").read_text()
     assert "| piggyback/dispose/gc[lam=0.9]/synth/linear/s1 | failed | DataError: data.piggyback.synth: boom |" in md
 
@@ -193,16 +188,16 @@ def test_the_honest_attacker_chooses_by_validation_and_unsaturated_attacks_are_f
                _pl(final, best, selected=selected, val=val, saturated=saturated), lineage=f"{model}/{scheme}")
     (exp / "plan.json").write_text(json.dumps(plan))
     write_report(exp)
-    honest = _cells(exp, "honest")
+    honest = table_cells(exp, "honest")
     # TL: the highest validation accuracy is scheme a, seed 1 (0.95): its test accuracy 0.65.
     assert float(honest[("tl", "ΔAcc_pl t vs TL")]["value"]) == 0.0
     reference = next(k for k in honest if k[0].startswith("Reference") and k[1] == "ΔAcc_pl t vs TL")
     assert honest[reference]["value"] == "0.65"
-    worst = _cells(exp, "worst_case")
+    worst = table_cells(exp, "worst_case")
     # The worst case takes TL's 0.9 from scheme b, which did not saturate: the number is flagged as a lower bound.
     assert worst[reference]["text"] == "90.00 †"
     assert honest[reference]["text"] == "65.00"  # the honest choice came from a saturated attack
-    by_scheme = _cells(exp, "piggyback")
+    by_scheme = table_cells(exp, "piggyback")
     assert by_scheme[("tl · t · a", "saturated")]["text"] == "1.000"
     assert by_scheme[("tl · t · b", "saturated")]["text"] == "0.000"
     assert by_scheme[("tl · t · a", "points")]["text"] == "3" and by_scheme[("tl · t · a", "budget")]["text"] == "100"
@@ -213,7 +208,7 @@ def test_every_cell_is_traceable_to_metrics_json(experiment):
     records = {r.metrics_path: r for r in load_records(experiment)}
     md = (experiment / "report" / "report.md").read_text()
     for table in ("table1", "worst_case", "honest", "table3", "piggyback", "mia"):
-        rows = list(_cells(experiment, table).values())
+        rows = list(table_cells(experiment, table).values())
         md_rows = [line for line in md.split(f"[{table}.csv]")[0].rsplit("## ", 1)[1].splitlines()
                    if line.startswith("| ") and not line.startswith("| model")]
         assert sum(line.count(" | ") for line in md_rows) == len(rows)  # one CSV line per markdown cell
@@ -267,7 +262,7 @@ def test_sweep_points_over_an_unlabelled_setting_stay_separate_rows(tmp_path):
     exp = _swept_models(tmp_path, {"": ({"seed": 0, "lr": 0.001}, 0.6),
                                    "dispose.optim.lr=0.01": ({"seed": 0, "lr": 0.01}, 0.3)})
     write_report(exp)
-    cells = _cells(exp, "table3")
+    cells = table_cells(exp, "table3")
     assert cells[("gc lam=0.5", "Acc_t")]["text"] == "60.00"
     assert cells[("gc lam=0.5 [dispose.optim.lr=0.01]", "Acc_t")]["text"] == "30.00"
     # An override a label already shows is not repeated: the lam sweep's second point is just 'gc lam=0.9'.
@@ -284,7 +279,7 @@ def test_swept_seeds_are_replicates_whatever_the_sweep_points_say(tmp_path):
         "seed=1,dispose.optim.lr=[0.01,0.1]": ({"seed": 1, "lr": [0.01, 0.1]}, 0.2),
     })
     write_report(exp)
-    cells = _cells(exp, "table3")
+    cells = table_cells(exp, "table3")
     assert {row for row, _ in cells} == {"gc lam=0.5 [dispose.optim.lr=[0.001]]", "gc lam=0.5 [dispose.optim.lr=[0.01,0.1]]"}
     first, second = cells[("gc lam=0.5 [dispose.optim.lr=[0.001]]", "Acc_t")], \
         cells[("gc lam=0.5 [dispose.optim.lr=[0.01,0.1]]", "Acc_t")]
@@ -302,16 +297,16 @@ def test_a_sweep_over_attacker_settings_gives_each_setting_its_own_scheme(tmp_pa
         plan["stages"][name]["inputs"] = {"model": "dispose/gc"}
     (exp / "plan.json").write_text(json.dumps(plan))
     write_report(exp, paper_scheme="finetune")
-    cells = _cells(exp, "piggyback")
+    cells = table_cells(exp, "piggyback")
     assert cells[("gc lam=0.5 · synth · finetune", "final")]["text"] == "50.00"
     assert cells[("gc lam=0.5 · synth · finetune [piggyback.schemes.finetune.epochs=10]", "final")]["text"] == "70.00"
-    assert _cells(exp, "table3")[("gc lam=0.5", "Acc_pl synth best-of-grid")]["text"] == "70.00"
+    assert table_cells(exp, "table3")[("gc lam=0.5", "Acc_pl synth best-of-grid")]["text"] == "70.00"
 
 
 def test_the_reference_row_is_a_setting(experiment):
     # The resistant-training setting compares against a plainly trained model, not TL: here TGT stands in.
     write_report(experiment, reference="tgt")
-    t1 = _cells(experiment, "table1")
+    t1 = table_cells(experiment, "table1")
     assert "ΔAcc_t vs TL" not in {column for _, column in t1}
     # disposal ratio of TL against TGT: (0.51 - 0.79) / (0.51 - 0.21)
     assert float(t1[("tl", "disposal ratio synth")]["value"]) == pytest.approx((0.51 - 0.79) / (0.51 - 0.21))
@@ -340,7 +335,7 @@ def test_single_seed_accuracies_carry_their_standard_error_and_a_ratio_without_s
                lineage=model)
     (exp / "plan.json").write_text(json.dumps(plan))
     write_report(exp)
-    t1 = _cells(exp, "table1")
+    t1 = table_cells(exp, "table1")
     reference = next(k for k in t1 if k[0].startswith("Reference") and k[1] == "ΔAcc_pl t vs TL")
     assert t1[reference]["text"] == f"70.00 (SE {100 * math.sqrt(0.7 * 0.3 / 500):.2f})"
     ratio = t1[("gc", "disposal ratio t")]
