@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from timing import ce_step, inner_loop_bench, timed
 
+from trd.losses.double_backward_mode import fast_double_backward
+from trd.losses.resistance import inverse_cross_entropy
 from trd.meta.inner import InnerOptimizer
 from trd.meta.simulated_attack import SimulatedAttacker, attacked_loss
 from trd.models import build_model
@@ -28,8 +30,8 @@ CLASSES = 10
 
 def _nft_step(model, batch, inner, attacker) -> None:
     model.zero_grad(set_to_none=True)
-    resist, _ = attacked_loss(model, attacker, lambda t: inner[t], batch, CLASSES, "inverse-ce",
-                              torch.Generator().manual_seed(0))
+    resist, _ = attacked_loss(model, attacker, lambda t: inner[t], batch, CLASSES, inverse_cross_entropy,
+                              torch.Generator().manual_seed(0), double_backward=fast_double_backward)
     (0.5 * F.cross_entropy(model(batch[0]), batch[1]) + 0.5 * resist).backward()
 
 

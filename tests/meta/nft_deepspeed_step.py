@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.deepspeed_ranks
 from tests.deepspeed_ranks import main, parameters, sgd_engine  # noqa: E402
+from trd.losses.double_backward_mode import fast_double_backward
+from trd.losses.resistance import inverse_cross_entropy
 from trd.meta.inner import InnerOptimizer
 from trd.meta.simulated_attack import SimulatedAttacker, attacked_loss
 from trd.models import build_model
@@ -36,8 +38,8 @@ def _batches(rank: int):
 
 def _loss(model, rank: int, params=None):
     inner, query = _batches(rank)[:3], _batches(rank)[3]
-    resist, _ = attacked_loss(model, ATTACKERS[rank], lambda t: inner[t], query, 5, "inverse-ce",
-                              torch.Generator().manual_seed(rank), params=params)
+    resist, _ = attacked_loss(model, ATTACKERS[rank], lambda t: inner[t], query, 5, inverse_cross_entropy,
+                              torch.Generator().manual_seed(rank), params=params, double_backward=fast_double_backward)
     retain = F.cross_entropy(model(query[0]), query[1] % 3)
     return 0.5 * retain + 0.5 * resist
 

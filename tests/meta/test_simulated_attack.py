@@ -1,11 +1,14 @@
 """The non-fine-tunable disposal's simulated attacker: its meta-gradient against a float64 finite-difference
 reference of the whole unrolled objective, its first-order form, and the attacker distribution it samples."""
+import contextlib
 import math
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
+from trd.losses.double_backward_mode import fast_double_backward
 from trd.losses.resistance import inverse_cross_entropy, negative_entropy, resistance_loss
 from trd.meta.inner import InnerOptimizer
 from trd.meta.simulated_attack import (
@@ -38,8 +41,9 @@ def _setup(seed=0):
 
 
 def _loss(body, attacker, support, query, kind="inverse-ce", params=None, fast=True):
-    return attacked_loss(body, attacker, lambda t: support[t], query, 3, kind, torch.Generator().manual_seed(7),
-                         params=params, fast=fast)[0]
+    return attacked_loss(body, attacker, lambda t: support[t], query, 3, partial(resistance_loss, kind),
+                         torch.Generator().manual_seed(7), params=params,
+                         double_backward=fast_double_backward if fast else contextlib.nullcontext)[0]
 
 
 def _finite_difference_gradient(body, attacker, support, query, kind, eps=1e-6):

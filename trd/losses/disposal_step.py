@@ -15,8 +15,10 @@ from collections import defaultdict
 import torch
 
 from trd.losses.agem import agem_project
+from trd.losses.double_backward_mode import fast_double_backward
 from trd.losses.gradient_collision import gradient_collision_loss
 from trd.losses.objective import dtl_objective
+from trd.losses.resistance import resistance_loss
 from trd.losses.retaining import RETAINING_LOSSES, retaining_loss
 from trd.losses.unlearning import UNLEARNING_LOSSES, unlearning_loss
 from trd.meta.simulated_attack import AttackerDistribution, attacked_loss, sample_attacker
@@ -76,8 +78,10 @@ class DisposalStep:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + global_step)
             attacker = sample_attacker(self.attackers, generator)
             batches = self.attacker_batches.draw(global_step, x.device)
+            kind = self.cfg["nft"]["loss"]
             return attacked_loss(module.model, attacker, lambda t: batches[t], (x, y), module.source_head.out_features,
-                                 self.cfg["nft"]["loss"], generator)
+                                 lambda logits, labels: resistance_loss(kind, logits, labels), generator,
+                                 double_backward=fast_double_backward)
         if self.method in COLLISION and self.cfg.get("chunking", "random") == "class":
             x, y = class_disjoint_order(x, y, module.source_head.out_features, self.generator)
         if self.method in COLLISION:

@@ -2,9 +2,9 @@
 (optimiser, log-uniform learning rate, inner steps, full fine-tuning or a linear probe) fine-tunes the released
 body under a fresh head (randomly initialised, or the nearest-class-mean classifier of the attacker's batches,
 an attacker that is strong before its first step) on a stream of source batches, and the adapted model is scored on
-a query batch with a bounded resistance loss (trd.losses.resistance). The loss differentiates back to the
-released body through the inner loop (trd.meta.inner): second-order for short loops, first-order (the inner
-gradients taken as constants) for long ones. Inner loops run on views of the parameters with BatchNorm's running
+a query batch by a score of its logits (the disposal's bounded resistance losses, trd.losses.resistance). The
+score differentiates back to the released body through the inner loop (trd.meta.inner): second-order for short
+loops, first-order (the inner gradients taken as constants) for long ones. Inner loops run on views of the parameters with BatchNorm's running
 statistics untouched, as in trd.meta.maml."""
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from trd.losses.double_backward_mode import fast_double_backward
-from trd.losses.resistance import resistance_loss
 from trd.meta.inner import InnerOptimizer, Params, adapt
 from trd.models.batchnorm import untracked_batchnorm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> loss
 MODES = ("full", "linear")
 OPTIMIZERS = ("momentum", "adam")
 HEADS = ("random", "prototype")
@@ -126,14 +125,14 @@ def prototype_head(features: torch.Tensor, labels: torch.Tensor, num_classes: in
 
 
 def attacked_loss(body: nn.Module, attacker: SimulatedAttacker, inner_batch: Callable[[int], Batch], query: Batch,
-                  num_classes: int, loss: str, generator: torch.Generator,
-                  params: Params | None = None, fast: bool = True) -> tuple[torch.Tensor, dict]:
-    """The resistance loss of `body` after `attacker` fine-tuned it on inner_batch(0..steps-1), scored on query.
+                  num_classes: int, score: Score, generator: torch.Generator, params: Params | None = None,
+                  double_backward: Callable = contextlib.nullcontext) -> tuple[torch.Tensor, dict]:
+    """score(logits on query, query labels) of `body` after `attacker` fine-tuned it on inner_batch(0..steps-1).
 
     body is a TrdModel (features, feature_dim, head); its own head takes no part. params: the body's parameters to
     differentiate (default: views of its trainable ones, so DeepSpeed's gradient hooks fire once, in the outer
-    backward). fast: second-order loops use trd's hand-written convolution and BatchNorm double backwards
-    (bench/README.md, "Meta step")."""
+    backward). double_backward: a context for second-order loops (the disposal passes trd's hand-written
+    convolution and BatchNorm double backwards, bench/README.md, "Meta step")."""
     if params is None:
         params = {n: p.view_as(p) for n, p in body.named_parameters() if p.requires_grad}
     like = next(iter(params.values()))
@@ -155,13 +154,13 @@ def attacked_loss(body: nn.Module, attacker: SimulatedAttacker, inner_batch: Cal
         images, labels = inner_batch(t)
         return nn.functional.cross_entropy(forward(p, images), labels)
 
-    double_backward = fast_double_backward if fast and attacker.second_order else contextlib.nullcontext
-    with untracked_batchnorm(body), double_backward():
+    second_order = double_backward if attacker.second_order else contextlib.nullcontext
+    with untracked_batchnorm(body), second_order():
         head = starting_head()
         adapted, fixed = (head, body_params) if attacker.mode == "linear" else ({**body_params, **head}, {})
         adapted = adapt(adapted, inner_loss, attacker.steps, attacker.optimizer, attacker.second_order)
         logits = forward(adapted, query[0])
-    value = resistance_loss(loss, logits, query[1])
+    value = score(logits, query[1])
     accuracy = float((logits.detach().argmax(-1) == query[1]).float().mean())
     return value, {"nft/attacked_acc": 100 * accuracy, "nft/inner_steps": attacker.steps,
                    "nft/log10_lr": math.log10(attacker.optimizer.lr)}
