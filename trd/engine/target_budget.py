@@ -9,6 +9,7 @@ job resumed from step s keeps the history up to s and replays the rest, so it de
 would have."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -31,6 +32,7 @@ class TargetBudget:
         self.patience = int(patience)
         self.history: list[list[float]] = [list(h) for h in read_json(self.dir / STATE_FILE, {}).get("history", [])]
         self.engine = None
+        self.measure: Callable[[], float] | None = None
         self._initial_lrs: list[float] | None = None
 
     @property
@@ -60,11 +62,15 @@ class TargetBudget:
     def stopped(self) -> bool:
         return self._decisions()[2] is not None
 
-    def bind(self, engine) -> None:
-        """The engine to validate and steer; its learning rates are noted before a checkpoint (which may hold
-        lowered ones) is loaded."""
-        self.engine = engine
+    def bind(self, engine, measure: Callable[[], float] | None = None) -> None:
+        """The engine to steer and measure() its accuracy on the validation slice (a fraction); the engine's
+        learning rates are noted before a checkpoint (which may hold lowered ones) is loaded."""
+        self.engine, self.measure = engine, measure
         self._initial_lrs = list(engine.lr_scheduler.base_lrs)
+
+    def validate(self, step: int) -> dict:
+        """Measure the model at `step` and observe the result (train()'s on_evaluate)."""
+        return self.observe(step, self.measure())
 
     def resume(self, global_step: int) -> None:
         """At the start of train(): forget validations the checkpoint does not cover and set the learning rate the

@@ -167,7 +167,7 @@ def run(ctx) -> dict:
     def on_epoch_end(epoch: int) -> dict:
         return {**step.epoch_means(), **{f"acc/{k}": v for k, v in evaluate().items()}}
 
-    every = int(cfg.get("validate_every", 0)) or total
+    every = int(cfg["validate_every"])
     progress = train(engine, source_loader, step, epochs=int(cfg["epochs"]), ckpt=ctx.ckpt, log=ctx.log,
                      env=ctx.env, seed=c["seed"], checkpoint_every=int(cfg.get("checkpoint_every", 0)),
                      on_epoch_end=on_epoch_end, desc=ctx.name,
@@ -191,9 +191,8 @@ def _target_budget(ctx, engine) -> TargetBudget:
     cfg = ctx.config["train"]
     budget = TargetBudget(ctx.dir, cfg["target_budget"], cfg["on_exceed"], cfg["lr_factor"], cfg["max_lowerings"],
                           cfg["patience"], is_main=ctx.env.is_main)
-    budget.bind(engine)
     validation = ctx.eval_loader(validation_role(ctx.config["target"]), "train")
-    budget.validate = lambda step: budget.observe(step, accuracy(engine.module, validation, ctx.device))
+    budget.bind(engine, measure=lambda: accuracy(engine.module, validation, ctx.device))
     if not budget.history:
         budget.validate(0)
     return budget
