@@ -116,6 +116,9 @@ def test_out_of_range_value_fails_at_submission_naming_the_key(tmp_path, key, ru
     (["dispose.nft.momentum_lr=[0.1,0.01]"], "dispose.nft: learning-rate range of momentum [0.1, 0.01] must have 0 < "
                                              "low <= high"),
     (["dispose.nft.steps=[4]"], "dispose.nft.steps=[4] must be [low, high]"),
+    (["dispose.hvp=finite_difference", "deepspeed.precision=bf16"],
+     "dispose.hvp=finite_difference needs float32 weights, not deepspeed.precision=bf16: set deepspeed.precision=fp32"),
+    (["dispose.hvp=approximate"], "dispose.hvp='approximate' is out of range: it must be one of exact, finite_difference"),
     (["report.reference=nope"], "report.reference='nope' names no model of this plan"),
     (["+dispose.lamda=0.5"], "unknown config key dispose.lamda: dispose takes"),
     (["+model.width=0"], "model: cnn: width must be >= 1, got 0"),

@@ -1,5 +1,6 @@
-"""One disposal step (GC + SRC-KD) through a DeepSpeed engine and through plain PyTorch, per ZeRO stage and
-per GC execution: the CNN is batched (all chunks in one forward), the ViT goes chunk by chunk.
+"""One disposal step (GC + SRC-KD, fused as the dispose stage runs it) through a DeepSpeed engine and through plain
+PyTorch, per ZeRO stage and per GC execution: the CNN is batched (all chunks in one forward), the ViT goes chunk by
+chunk.
 
 Run as `python deepspeed_step.py <world> <out.pt>`; each rank gets its part of the batch and 2 // world GC
 chunks, so c = 2 either way.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 
@@ -22,6 +22,7 @@ LR = 0.1
 CFG = {"method": "gc", "retain": "src-kd", "lam": 0.5, "temperature": 2.0, "chunks": 2}
 
 
+HVPS = ("exact", "finite_difference")
 ARCHITECTURES = {"cnn": {"width": 4}, "vit": {"depth": 1, "width": 8, "heads": 2, "patch": 4}}
 
 
@@ -36,28 +37,24 @@ def _batch():
     return torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 5, (8,), generator=g)
 
 
-def plain_step(world: int, arch: str) -> dict[str, torch.Tensor]:
-    """The reference: each rank's half forwarded on its own (as on a rank), KD averaged over the halves."""
+def plain_step(arch: str, hvp: str = "exact") -> dict[str, torch.Tensor]:
+    """The reference, written out: GC over the two halves as 2 chunks (equal to 2 ranks x 1 chunk), SRC-KD of each
+    half forwarded on its own (as on a rank, and as the fused step reads it off GC's chunk-wise forward), averaged."""
+    from trd.losses import dtl_objective, gradient_collision_loss, retaining_loss
+
     module = _module(arch)
     teacher = frozen_teacher(module)
     x, y = _batch()
-    step = DisposalStep({**CFG, "chunks": 2}, teacher, None, seed=0)
-    if world == 1:
-        loss, _ = step(SimpleNamespace(module=module), x, y, 0)
-    else:
-        # GC over both halves as 2 chunks equals 2 ranks x 1 chunk; SRC-KD is per-rank then averaged.
-        from trd.losses import dtl_objective, gradient_collision_loss, retaining_loss
-
-        gc = gradient_collision_loss(module.source, x, y, chunks=2)
-        kd = sum(retaining_loss("src-kd", module.source(xh), teacher_logits=teacher.source(xh).detach(),
-                                temperature=CFG["temperature"]) for xh in x.chunk(2)) / 2
-        loss = dtl_objective(kd, gc, CFG["lam"])
+    gc = gradient_collision_loss(module.source, x, y, chunks=2, hvp=hvp)
+    kd = sum(retaining_loss("src-kd", module.source(xh), teacher_logits=teacher.source(xh).detach(),
+                            temperature=CFG["temperature"]) for xh in x.chunk(2)) / 2
+    loss = dtl_objective(kd, gc, CFG["lam"])
     loss.backward()
     with torch.no_grad():
         return {n: p - LR * p.grad for n, p in module.named_parameters()}
 
 
-def deepspeed_step(zero_stage: int, arch: str) -> dict[str, torch.Tensor]:
+def deepspeed_step(zero_stage: int, arch: str, hvp: str = "exact") -> dict[str, torch.Tensor]:
     import deepspeed
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -70,7 +67,7 @@ def deepspeed_step(zero_stage: int, arch: str) -> dict[str, torch.Tensor]:
               "zero_allow_untested_optimizer": True, "steps_per_print": 10**9, "gradient_clipping": 0.0}
     engine, *_ = deepspeed.initialize(model=module, optimizer=torch.optim.SGD(module.parameters(), lr=LR),
                                       config=config, dist_init_required=False)
-    step = DisposalStep({**CFG, "chunks": 2 // world}, teacher, None, seed=0)
+    step = DisposalStep({**CFG, "chunks": 2 // world, "hvp": hvp}, teacher, None, seed=0)
     loss, _ = step(engine, x, y, 0)
     engine.backward(loss)
     engine.step()
@@ -85,7 +82,8 @@ def run(out: str) -> None:
     )
 
     init_distributed(detect_env())
-    results = {(arch, stage): deepspeed_step(stage, arch) for arch in ARCHITECTURES for stage in (0, 1, 2)}
+    results = {(arch, stage, hvp): deepspeed_step(stage, arch, hvp)
+               for arch in ARCHITECTURES for stage in (0, 1, 2) for hvp in HVPS}
     if int(os.environ["RANK"]) == 0:
         torch.save(results, out)
     shutdown_distributed()

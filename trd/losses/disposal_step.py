@@ -7,6 +7,8 @@ L_unlearn (on source batches): gc / ngc (gradient collision), rand, unif, neg, o
 simulated attacker's fine-tuned source model, trd.meta.simulated_attack). L_retain: src-kd (distil the
 frozen released model on source data, through its source or its target head), tgt-kd, tgt-ce, or tgt-agem
 (target CE, with the unlearning gradient projected so that it never increases the target loss to first order).
+With gc/ngc, SRC-KD is fused by default: its logits come from GC's own forward of the source batch and its
+gradient from GC's backward (trd.losses.gradient_collision.JointTerm), one forward instead of two.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from trd.losses.agem import agem_project
 from trd.losses.double_backward_mode import fast_double_backward
-from trd.losses.gradient_collision import gradient_collision_loss
+from trd.losses.gradient_collision import JointTerm, collision_with_joint_loss
 from trd.losses.objective import dtl_objective
 from trd.losses.resistance import resistance_loss
 from trd.losses.retaining import RETAINING_LOSSES, retaining_loss
@@ -72,6 +74,26 @@ class DisposalStep:
         self.sums: dict[str, float] = defaultdict(float)
         self.count = 0
 
+    def _fused(self) -> bool:
+        """Whether SRC-KD reads the GC step's own forward (one forward and one backward traversal for both)."""
+        return self.method in COLLISION and self.retain == "src-kd" and bool(self.cfg.get("fused", True))
+
+    def _kd_view(self, module: WithSourceHead):
+        # kd_head=target keeps what the released model says about source images, not the source task itself.
+        return module.source if self.cfg.get("kd_head", "source") == "source" else module
+
+    def _joint_kd(self, module: WithSourceHead, x) -> JointTerm:
+        with torch.no_grad():
+            teacher_logits = self._kd_view(self.teacher)(x)
+        temperature = float(self.cfg["temperature"])
+
+        def kd(student_logits, rows: slice):
+            return retaining_loss("src-kd", student_logits, teacher_logits=teacher_logits[rows],
+                                  temperature=temperature)
+
+        both = module.source.forward_both_heads if self.cfg.get("kd_head", "source") == "target" else None
+        return JointTerm(kd, both)
+
     def _unlearn(self, module: WithSourceHead, x, y, global_step: int):
         if self.method in SIMULATED:
             # Seeded by the step, so a resumed job samples the attackers an uninterrupted one would have.
@@ -79,28 +101,31 @@ class DisposalStep:
             attacker = sample_attacker(self.attackers, generator)
             batches = self.attacker_batches.draw(global_step, x.device)
             kind = self.cfg["nft"]["loss"]
-            return attacked_loss(module.model, attacker, lambda t: batches[t], (x, y), module.source_head.out_features,
-                                 lambda logits, labels: resistance_loss(kind, logits, labels), generator,
-                                 double_backward=fast_double_backward)
+            loss, stats = attacked_loss(module.model, attacker, lambda t: batches[t], (x, y),
+                                        module.source_head.out_features,
+                                        lambda logits, labels: resistance_loss(kind, logits, labels), generator,
+                                        double_backward=fast_double_backward)
+            return loss, stats, None
         if self.method in COLLISION and self.cfg.get("chunking", "random") == "class":
             x, y = class_disjoint_order(x, y, module.source_head.out_features, self.generator)
         if self.method in COLLISION:
             # The engine's gradient all-reduce (an average over ranks) completes GC's gradient, so a step
             # costs two parameter-sized all-reduces, as in the paper's Algorithm 1. A-GEM projects the
             # whole unlearning gradient itself, so it needs GC's own reduction.
-            loss, stats = gradient_collision_loss(module.source, x, y, chunks=int(self.cfg["chunks"]),
-                                                  normalized=self.method == "ngc", return_stats=True,
-                                                  reduce_gradient=self.retain == "tgt-agem")
-            return loss, stats.as_floats()
-        return unlearning_loss(self.method, module.source(x), y, generator=self.generator), {}
+            # Fused: SRC-KD on the same (possibly class-ordered) batch, from GC's forward.
+            joint = self._joint_kd(module, x) if self._fused() else None
+            loss, retained, stats = collision_with_joint_loss(
+                module.source, x, y, int(self.cfg["chunks"]), joint, normalized=self.method == "ngc",
+                return_stats=True, reduce_gradient=self.retain == "tgt-agem", hvp=self.cfg.get("hvp", "exact"),
+                fd_scale=float(self.cfg.get("fd_scale", 0.1)))
+            return loss, stats.as_floats(), retained
+        return unlearning_loss(self.method, module.source(x), y, generator=self.generator), {}, None
 
     def _retain(self, module: WithSourceHead, x_source):
         if self.retain == "src-kd":
-            # kd_head=target keeps what the released model says about source images, not the source task itself.
-            view = (lambda m: m.source) if self.cfg.get("kd_head", "source") == "source" else (lambda m: m)
             with torch.no_grad():
-                teacher_logits = view(self.teacher)(x_source)
-            return retaining_loss("src-kd", view(module)(x_source), teacher_logits=teacher_logits,
+                teacher_logits = self._kd_view(self.teacher)(x_source)
+            return retaining_loss("src-kd", self._kd_view(module)(x_source), teacher_logits=teacher_logits,
                                   temperature=float(self.cfg["temperature"]))
         x_t, y_t = (t.to(x_source.device) for t in next(self._target))
         if self.retain == "tgt-kd":
@@ -117,8 +142,8 @@ class DisposalStep:
             self._target = (self.target_batches(global_step) if callable(self.target_batches)
                             else self.target_batches)
         module: WithSourceHead = engine.module
-        unlearn, stats = self._unlearn(module, x, y, global_step)
-        retain = self._retain(module, x)
+        unlearn, stats, fused_retain = self._unlearn(module, x, y, global_step)
+        retain = fused_retain if fused_retain is not None else self._retain(module, x)
         loss = dtl_objective(retain, unlearn, self.lam)
         scalars = {"retain": float(retain.detach()), "unlearn": float(unlearn.detach()), **stats}
         for key, value in scalars.items():

@@ -58,6 +58,21 @@ Either way:
 * ``.grad`` is written only by the outer backward (chunk gradients come from
   ``torch.autograd.grad``), so gradient hooks of an engine fire once, on the final gradient.
 
+A loss on the same forward (the fused disposal step)
+----------------------------------------------------
+:func:`collision_with_joint_loss` also returns a second loss computed from the GC step's own forward of
+the source batch (SRC-KD in the disposal step), whose gradient joins the Hessian-vector product's
+backward: the product already traverses the forward graph, so the second loss costs no forward and
+no backward of its own (one traversal instead of two; bench/README.md, "Disposal step"). It sees the
+chunk-wise batch-norm statistics of GC's forward, as a model data-parallel over c ranks would.
+
+Finite differences
+------------------
+``hvp="finite_difference"`` takes the chunk gradients without recording their graph and replaces each
+Hessian-vector product by ``(g_m(theta + eps v_m) - g_m(theta)) / eps`` (:mod:`trd.losses.finite_difference`):
+one more forward and backward per chunk, about 6 units of convolution work against the exact 9, at the
+price of an approximation (its cosine to the exact gradient: bench/README.md, "Fused disposal step").
+
 Diagnostics
 -----------
 ``return_stats=True`` also returns :class:`GCStats` (|G|^2, sum_m |g_m|^2, mean pairwise cosine
@@ -103,6 +118,7 @@ parameters live outside the layers the chunked forward splits).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -113,13 +129,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from trd.losses import flat_collectives
+from trd.losses import finite_difference, flat_collectives
 from trd.losses.chunk_gradient_pass import chunk_gradient_pass
 from trd.losses.chunked_forward import ChunkedForward, supports_chunked_forward
 from trd.losses.conv_double_backward import deferred_weight_gradients
 from trd.losses.double_backward_mode import fast_double_backward
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
+HVPS = ("exact", "finite_difference")
 
 # A chunk gradient smaller than this is treated as having this norm, so that NGC stays finite
 # (F.cosine_similarity guards the same way).
@@ -151,6 +168,20 @@ class GCStats:
         }
 
 
+@dataclass(frozen=True)
+class JointTerm:
+    """A loss of the GC step's own forward of the source batch.
+
+    ``loss(outputs, rows)``: the mean loss over the batch rows ``rows`` (a slice of the batch GC was given),
+    from the forward's outputs on those rows; called once for the whole batch (batched execution) or once
+    per chunk (per chunk), so it must be a mean over samples. ``forward(x) -> (gc_logits, outputs)`` runs
+    the model once for both (default: the model's logits serve both).
+    """
+
+    loss: Callable[[Tensor, slice], Tensor]
+    forward: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+
+
 def gradient_collision_loss(
     model: nn.Module,
     inputs: Tensor,
@@ -162,6 +193,8 @@ def gradient_collision_loss(
     process_group: dist.ProcessGroup | None = None,
     reduce_gradient: bool = True,
     execution: str = "auto",
+    hvp: str = "exact",
+    fd_scale: float = 0.1,
 ) -> Tensor | tuple[Tensor, GCStats]:
     """GC (``normalized=False``) or NGC loss of ``model`` on a source batch split into chunks.
 
@@ -181,8 +214,40 @@ def gradient_collision_loss(
     ``execution``: ``"batched"`` forwards all chunks at once (:mod:`trd.losses.chunked_forward`; needs a
     float32/float64 model whose trainable parameters all sit in linear, convolution and batch-norm
     layers), ``"per_chunk"`` forwards them one by one (any model), ``"auto"`` (default) picks batched
-    where the model allows it.  Both give the same loss and gradient.
+    where the model allows it.  Both give the same loss and gradient. ``hvp``, ``fd_scale``: see
+    :func:`collision_with_joint_loss`.
     """
+    loss, _, stats = collision_with_joint_loss(model, inputs, targets, chunks, None, normalized, return_stats,
+                                               criterion, process_group, reduce_gradient, execution, hvp, fd_scale)
+    return (loss, stats) if return_stats else loss
+
+
+def collision_with_joint_loss(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    chunks: int,
+    joint: JointTerm | None,
+    normalized: bool = False,
+    return_stats: bool = False,
+    criterion: Criterion = F.cross_entropy,
+    process_group: dist.ProcessGroup | None = None,
+    reduce_gradient: bool = True,
+    execution: str = "auto",
+    hvp: str = "exact",
+    fd_scale: float = 0.1,
+) -> tuple[Tensor, Tensor | None, GCStats | None]:
+    """:func:`gradient_collision_loss` and ``joint``'s loss on the same forward: ``(gc, joint_loss, stats)``.
+
+    Both losses are ordinary differentiable scalars (``joint_loss`` is None without ``joint``; ``stats``
+    None unless asked for); one backward through either or both runs a single traversal of the forward
+    graph. ``reduce_gradient`` concerns GC's share only: the joint loss is per rank, like any loss an
+    engine averages. ``hvp="finite_difference"`` replaces each chunk's double backward by a difference of its
+    gradient along its direction (:mod:`trd.losses.finite_difference`, step scaled by ``fd_scale``); the chunk
+    gradients are then taken without graphs and the joint loss gets its own backward.
+    """
+    if hvp not in HVPS:
+        raise ValueError(f"hvp={hvp!r} is not one of {', '.join(HVPS)}")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("gradient_collision_loss: the model has no parameter that requires grad")
@@ -191,22 +256,40 @@ def gradient_collision_loss(
     _reject_cross_rank_batchnorm(model, world)
 
     differentiable = torch.is_grad_enabled()
-    if _batched(execution, model, inputs):
-        graphs: _ChunkGraphs = _BatchedChunkGraphs(model, params, inputs, targets, chunks, criterion, differentiable)
-    else:
-        graphs = _PerChunkGraphs(model, params, inputs, targets, chunks, criterion, differentiable)
+    exact = hvp == "exact"
+    if not exact:
+        finite_difference.check_precision(params)
+    # A difference quotient needs the chunk's own dropout masks again, which only a chunk's own forward records.
+    batched = _batched(execution, model, inputs) and (exact or not _has_active_dropout(model))
+    keep = differentiable and joint is not None and not exact  # the joint loss's own backward comes later
+    pattern = finite_difference.ReluPattern() if not exact and differentiable else contextlib.nullcontext()
+    with pattern:
+        if batched:
+            graphs: _ChunkGraphs = _BatchedChunkGraphs(model, params, inputs, targets, chunks, criterion,
+                                                       differentiable and exact, joint, keep)
+        else:
+            graphs = _PerChunkGraphs(model, params, inputs, targets, chunks, criterion, differentiable and exact,
+                                     joint, keep, record_rng=not exact)
+    if not exact and differentiable:
+        rows = inputs.shape[0] // chunks if batched else None
+        graphs = _FiniteDifferenceGraphs(graphs, model, inputs, targets, chunks, criterion, fd_scale,
+                                         [pattern.chunk(m, chunks, rows) for m in range(chunks)])
     values = graphs.values()
     if normalized:
         geometry: _Geometry = _CosineGeometry(values, world, process_group, return_stats)
     else:
         geometry = _CollisionGeometry(values, world, process_group, return_stats)
 
+    joint_value = graphs.joint_value()
     if differentiable:
         state = _BackwardState(graphs, geometry, params, world, process_group, reduce_gradient)
-        loss = _CollisionFunction.apply(state, *params)
+        if joint is None:
+            loss = _CollisionFunction.apply(state, *params)
+        else:
+            loss, joint_value = _CollisionWithJointFunction.apply(state, *params)
     else:
         loss = geometry.value
-    return (loss, geometry.stats) if return_stats else loss
+    return loss, joint_value, (geometry.stats if return_stats else None)
 
 
 def _world_size(group: dist.ProcessGroup | None) -> int:
@@ -239,6 +322,10 @@ def _reject_cross_rank_batchnorm(model: nn.Module, world: int) -> None:
             )
 
 
+def _has_active_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 and m.training for m in model.modules())
+
+
 def _batched(execution: str, model: nn.Module, inputs: Tensor) -> bool:
     if execution not in ("auto", "batched", "per_chunk"):
         raise ValueError(f"execution={execution!r} is not one of 'auto', 'batched', 'per_chunk'")
@@ -261,40 +348,74 @@ class _ChunkGraphs:
     # drops them as it goes.
     chunk_grads: list[list[Tensor] | None]
 
+    # The joint loss per part of the forward (the whole batch, or each chunk), with its graph until the backward.
+    joint_parts: list[Tensor | None]
+
     def values(self) -> list[list[Tensor]]:
         """Detached g_m, one list of per-parameter tensors per local chunk."""
         return [[g.detach() for g in grads] for grads in self.chunk_grads]
 
-    def hessian_vector_sum(self, geometry: _Geometry, params: list[Tensor]) -> list[Tensor | None]:
-        """sum_m H_m v_m per parameter (None where nothing reached it); frees the graphs."""
+    def joint_value(self) -> Tensor | None:
+        """The joint loss's value (detached), None without a joint term."""
+        if not self.joint_parts:
+            return None
+        return torch.stack([part.detach() for part in self.joint_parts]).sum()
+
+    def hessian_vector_sum(self, geometry: _Geometry, params: list[Tensor],
+                           joint_weight: Tensor | None = None) -> list[Tensor | None]:
+        """sum_m H_m v_m + joint_weight * grad(joint loss) per parameter (None where nothing reached it); frees
+        the graphs."""
         raise NotImplementedError
+
+
+def _forward(model: nn.Module, joint: JointTerm | None, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    if joint is None:
+        return model(x), None
+    if joint.forward is None:
+        logits = model(x)
+        return logits, logits
+    return joint.forward(x)
 
 
 class _PerChunkGraphs(_ChunkGraphs):
     """Each chunk forwarded on its own: c graphs and c Hessian-vector products; works for any model."""
 
-    def __init__(self, model, params, inputs, targets, chunks: int, criterion: Criterion, differentiable: bool):
+    def __init__(self, model, params, inputs, targets, chunks: int, criterion: Criterion, differentiable: bool,
+                 joint: JointTerm | None = None, keep_graph: bool = False, record_rng: bool = False):
         size = inputs.shape[0] // chunks
         self.chunk_grads = []
+        self.joint_parts = []
+        self.rng_states = []
         with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
-            for x, y in zip(inputs.split(size), targets.split(size)):
+            for m, (x, y) in enumerate(zip(inputs.split(size), targets.split(size))):
+                if record_rng:
+                    self.rng_states.append(finite_difference.rng_state(x.device))
                 with fast_double_backward():
-                    logits = model(x)
+                    logits, outputs = _forward(model, joint, x)
+                if joint is not None:
+                    # Equal chunks: the batch mean is the mean of the chunk means.
+                    self.joint_parts.append(joint.loss(outputs, slice(m * size, (m + 1) * size)) / chunks)
                 loss = criterion(logits, y)
-                grads = torch.autograd.grad(
-                    loss, params, create_graph=differentiable, allow_unused=True, materialize_grads=True
-                )
+                grads = torch.autograd.grad(loss, params, create_graph=differentiable,
+                                            retain_graph=differentiable or keep_graph, allow_unused=True,
+                                            materialize_grads=True)
                 self.chunk_grads.append(list(grads))
 
-    def hessian_vector_sum(self, geometry, params):
+    def hessian_vector_sum(self, geometry, params, joint_weight=None):
         result: list[Tensor | None] = [None] * len(params)
         with deferred_weight_gradients(params) as deferred:
             for index in range(len(self.chunk_grads)):
                 grads = self.chunk_grads[index]
+                part = self.joint_parts[index] if self.joint_parts else None
                 # Drop this chunk's graph as soon as its HVP has run, so memory falls chunk by chunk.
                 self.chunk_grads[index] = None
+                if self.joint_parts:
+                    self.joint_parts[index] = None
                 direction = geometry.direction(index)
                 linked = [(g, v) for g, v in zip(grads, direction) if g.requires_grad]
+                if joint_weight is not None and part is not None and part.requires_grad:
+                    linked.append((part, joint_weight))
+                del part
                 if linked:
                     hvp = torch.autograd.grad(
                         [g for g, _ in linked], params, grad_outputs=[v for _, v in linked], allow_unused=True
@@ -309,17 +430,21 @@ class _PerChunkGraphs(_ChunkGraphs):
 class _BatchedChunkGraphs(_ChunkGraphs):
     """All chunks in one forward (:mod:`trd.losses.chunked_forward`): one graph, one Hessian-vector product."""
 
-    def __init__(self, model, params, inputs, targets, chunks: int, criterion: Criterion, differentiable: bool):
+    def __init__(self, model, params, inputs, targets, chunks: int, criterion: Criterion, differentiable: bool,
+                 joint: JointTerm | None = None, keep_graph: bool = False):
+        self.rng_states = []
         mode = ChunkedForward(model, params, chunks)
         with torch.enable_grad():
             with mode:
-                logits = model(inputs)
+                logits, outputs = _forward(model, joint, inputs)
+            self.joint_parts = [] if joint is None else [joint.loss(outputs, slice(None))]
             loss = sum(criterion(l_m, y_m) for l_m, y_m in zip(logits.chunk(chunks), targets.chunk(chunks)))
             # Chunk-major: (chunk 0: every used parameter's view), (chunk 1: ...), ...
             used = [i for i, p in enumerate(params) if id(p) in mode.views]
             views = [mode.views[id(params[i])][m] for m in range(chunks) for i in used]
             with chunk_gradient_pass():
-                grads = torch.autograd.grad(loss, views, create_graph=differentiable, allow_unused=True) if views else ()
+                grads = torch.autograd.grad(loss, views, create_graph=differentiable,
+                                            retain_graph=differentiable or keep_graph, allow_unused=True) if views else ()
         # A parameter the forward never reached gets zeros, as in the per-chunk execution.
         self.chunk_grads = []
         by_view = iter(grads)
@@ -329,12 +454,18 @@ class _BatchedChunkGraphs(_ChunkGraphs):
                 grads_m[i] = next(by_view)
             self.chunk_grads.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads_m, params)])
 
-    def hessian_vector_sum(self, geometry, params):
+    def hessian_vector_sum(self, geometry, params, joint_weight=None):
         chunk_grads, self.chunk_grads = self.chunk_grads, []
         # The directions overwrite the chunk gradients' values (no c x P allocation); graphs are unaffected.
         directions, factor = geometry.all_directions()
         linked = [(g, v) for grads, dirs in zip(chunk_grads, directions) for g, v in zip(grads, dirs) if g.requires_grad]
         del chunk_grads, directions
+        joint_parts, self.joint_parts = self.joint_parts, []
+        if joint_weight is not None and joint_parts and joint_parts[0].requires_grad:
+            if factor == 0.0:  # every direction is zero: only the joint loss has a gradient
+                linked, factor = [], 1.0
+            # The common factor scales the whole result at the end, so the joint term enters divided by it.
+            linked.append((joint_parts[0], joint_weight / factor))
         if not linked:
             return [None] * len(params)
         result = list(
@@ -344,6 +475,43 @@ class _BatchedChunkGraphs(_ChunkGraphs):
         present = [r for r in result if r is not None]
         if factor != 1.0 and present:
             torch._foreach_mul_(present, factor)
+        return result
+
+
+class _FiniteDifferenceGraphs(_ChunkGraphs):
+    """Chunk gradients without graphs (from a first pass of either execution); the backward differences each
+    chunk's gradient along its direction, one forward and backward of the chunk at shifted weights."""
+
+    def __init__(self, first: _ChunkGraphs, model, inputs, targets, chunks: int, criterion: Criterion, scale: float,
+                 patterns: list[finite_difference.ReluPattern]):
+        self.chunk_grads, self.joint_parts = first.chunk_grads, first.joint_parts
+        self.patterns = patterns
+        self.rng_states = first.rng_states or [None] * chunks
+        self.model, self.criterion, self.scale = model, criterion, scale
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.batches = list(zip(inputs.chunk(chunks), targets.chunk(chunks)))
+
+    def hessian_vector_sum(self, geometry, params, joint_weight=None):
+        result: list[Tensor | None] = [None] * len(params)
+        param_norm = finite_difference.norm(params)
+        for m, (x, y) in enumerate(self.batches):
+            grads, self.chunk_grads[m] = self.chunk_grads[m], None
+            direction = geometry.direction(m)
+            eps = finite_difference.step_size(param_norm, finite_difference.norm(direction), params[0].dtype,
+                                              self.scale)
+            if eps == 0.0:  # a zero direction: H_m v_m = 0
+                continue
+            shifted = finite_difference.shifted_gradient(self.model, self.names, params, direction, eps, x, y,
+                                                         self.criterion, self.rng_states[m], self.patterns[m])
+            torch._foreach_sub_(shifted, grads)
+            torch._foreach_div_(shifted, eps)
+            _accumulate(result, shifted)
+            del grads, direction, shifted
+        parts, self.joint_parts = self.joint_parts, []
+        linked = [part for part in parts if part is not None and part.requires_grad]
+        if joint_weight is not None and linked:
+            joint = torch.autograd.grad(linked, params, grad_outputs=[joint_weight] * len(linked), allow_unused=True)
+            _accumulate(result, joint)
         return result
 
 
@@ -518,6 +686,24 @@ class _BackwardState:
         self.reduce_gradient = reduce_gradient
 
 
+def _collision_backward(ctx, grad_output: Tensor, grad_joint: Tensor | None) -> tuple[Tensor | None, ...]:
+    state: _BackwardState | None = ctx.state
+    if state is None:
+        raise RuntimeError("a gradient-collision loss supports one backward; compute the loss again for another")
+    ctx.state = None
+    params = state.params
+    # Left to a gradient-averaging engine, each rank's share is scaled by world_size up front (in the
+    # directions, so no extra pass over the result).
+    state.geometry.start_backward(grad_output if state.reduce_gradient else grad_output * state.world)
+    if grad_joint is not None and state.world > 1 and state.reduce_gradient:
+        grad_joint = grad_joint / state.world  # the sum over ranks below then averages the per-rank joint loss
+    result = state.graphs.hessian_vector_sum(state.geometry, params, grad_joint)
+    result = [r if r is not None else torch.zeros_like(p) for r, p in zip(result, params)]
+    if state.world > 1 and state.reduce_gradient:
+        result = flat_collectives.all_reduce_sum(result, None, state.group)[0]
+    return (None, *result)
+
+
 class _CollisionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state: _BackwardState, *params: Tensor) -> Tensor:
@@ -527,19 +713,21 @@ class _CollisionFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: Tensor):
-        state: _BackwardState | None = ctx.state
-        if state is None:
-            raise RuntimeError("a gradient-collision loss supports one backward; compute the loss again for another")
-        ctx.state = None
-        params = state.params
-        # Left to a gradient-averaging engine, each rank's share is scaled by world_size up front (in the
-        # directions, so no extra pass over the result).
-        state.geometry.start_backward(grad_output if state.reduce_gradient else grad_output * state.world)
-        result = state.graphs.hessian_vector_sum(state.geometry, params)
-        result = [r if r is not None else torch.zeros_like(p) for r, p in zip(result, params)]
-        if state.world > 1 and state.reduce_gradient:
-            result = flat_collectives.all_reduce_sum(result, None, state.group)[0]
-        return (None, *result)
+        return _collision_backward(ctx, grad_output, None)
+
+
+class _CollisionWithJointFunction(torch.autograd.Function):
+    """(GC, joint loss): one backward serves both."""
+
+    @staticmethod
+    def forward(ctx, state: _BackwardState, *params: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.state = state
+        return state.geometry.value.clone(), state.graphs.joint_value()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor, grad_joint: Tensor):
+        return _collision_backward(ctx, grad_output, grad_joint)
 
 
 def _accumulate(result: list[Tensor | None], contributions: Sequence[Tensor | None]) -> None:

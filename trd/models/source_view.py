@@ -22,6 +22,11 @@ class SourceView(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.source_head(self.model.features(x))
 
+    def forward_both_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source logits, target logits) from one forward of the features."""
+        features = self.model.features(x)
+        return self.source_head(features), self.model.head(features)
+
 
 class WithSourceHead(nn.Module):
     """One module (for the engine and its optimiser) holding the released model and the source head:

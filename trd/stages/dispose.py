@@ -26,6 +26,7 @@ from trd.losses.disposal_step import (
     DisposalStep,
     attacker_distribution,
 )
+from trd.losses.gradient_collision import HVPS
 from trd.losses.resistance import RESISTANCE_LOSSES
 from trd.meta.simulated_attack import HEADS as ATTACKER_HEADS
 from trd.meta.simulated_attack import OPTIMIZERS as ATTACKER_OPTIMIZERS
@@ -67,6 +68,11 @@ class DisposeConfig(TrainConfig):
     chunks: int = knob(4, at_least(1))  # gradient-collision chunks per rank (c = chunks x ranks)
     chunking: str = knob("random", one_of(*CHUNKINGS))
     kd_head: str = knob("source", one_of(*KD_HEADS))
+    # src-kd with gc/ngc: the KD term takes its logits from GC's own forward (chunk-wise batch-norm statistics)
+    # and joins GC's backward, one forward instead of two; false: its own forward, whole-batch statistics.
+    fused: bool = True
+    hvp: str = knob("exact", one_of(*HVPS))  # gc/ngc's Hessian-vector products: exact, or finite differences
+    fd_scale: float = knob(0.1, positive())  # hvp=finite_difference: step = fd_scale * sqrt(eps)(1 + |w|) / |v|
     target_batch_size: int = knob(32, at_least(1))  # target batch of the tgt-* retaining losses
     target_budget: float | None = knob(2.0, within(0, 100))  # target points (validation slice) to lose at most
     validate_every: int = knob(50, at_least(1))  # optimiser steps between validations of the budget
@@ -90,7 +96,11 @@ def plan(cfg, plan) -> None:
     if dispose.input not in released:
         raise ConfigError(f"dispose.input={dispose.input!r} is not a released model of this plan: use one of "
                           f"{', '.join(released) or '(none: put transfer before dispose in stages)'}")
-    world = common_config(cfg)["world_size"]
+    common = common_config(cfg)
+    world = common["world_size"]
+    if dispose.hvp == "finite_difference" and common["deepspeed"]["precision"] == "bf16":
+        raise ConfigError("dispose.hvp=finite_difference needs float32 weights, not deepspeed.precision=bf16: set "
+                          "deepspeed.precision=fp32, or dispose.hvp=exact")
     per_rank, uneven = divmod(dispose.batch_size, world)
     if uneven or per_rank % dispose.chunks:
         raise ConfigError(f"dispose.batch_size={dispose.batch_size} must split into {world} rank(s) x "
@@ -122,10 +132,14 @@ def disposal_labels(method: str, train_cfg: dict, disposed) -> dict:
     labels = {"method": method, "lam": float(train_cfg["lam"]), "retain": train_cfg["retain"]}
     if method in COLLISION:
         labels.update(chunks=int(train_cfg["chunks"]), chunking=train_cfg["chunking"])
+        if train_cfg.get("hvp", "exact") != "exact":
+            labels["hvp"] = train_cfg["hvp"]
     if method in SIMULATED:
         labels["resist"] = train_cfg["nft"]["loss"]
     if train_cfg["retain"] == "src-kd":
         labels["kd_head"] = train_cfg["kd_head"]
+        if method in COLLISION and not train_cfg.get("fused", True):
+            labels["fused"] = False
     if disposed.model.get("method") != "tl":
         labels["disposes"] = disposed.model.get("method")
     return labels
