@@ -8,8 +8,11 @@ For ResNet-18 (CIFAR variant, 32 px) and one batch, times forward + backward of:
 * ``gc-per-chunk``  the same loss with ``execution="per_chunk"`` (each chunk forwarded on its own);
 * ``naive``  the straightforward autograd version: per-chunk gradients with create_graph=True,
              flattened with torch.cat, explicit dot product of every pair, backward;
-* ``dtl``    the full disposal step: (1 - lam) SRC-KD + lam GC, the KD teacher a frozen copy
-             forwarded on the same source batch.
+* ``dtl``    the full disposal step as the dispose stage runs it: (1 - lam) SRC-KD + lam GC, the KD
+             teacher a frozen copy forwarded on the same source batch, the student's KD logits taken
+             from GC's own forward and differentiated in GC's backward (the fused step);
+* ``dtl-unfused``  the same objective with SRC-KD on its own forward and backward (dispose.fused=false);
+* ``gc-fd``, ``dtl-fd``  ``gc`` and ``dtl`` with ``hvp="finite_difference"`` (trd.losses.finite_difference).
 
 All timings of a table come from one process: every repetition runs every configuration in
 turn, so load from other work on the machine hits all of them alike; the table reports medians
@@ -48,6 +51,7 @@ from torch import nn
 
 from trd.engine.host_memory import keep_freed_host_memory
 from trd.losses import distillation_loss, dtl_objective, frozen_teacher, gradient_collision_loss
+from trd.losses.gradient_collision import JointTerm, collision_with_joint_loss
 
 CLASSES = 10
 LAMBDA = 0.5
@@ -100,15 +104,24 @@ class Step:
             loss = F.cross_entropy(model(x), y)
         elif self.kind == "gc":
             loss = gradient_collision_loss(model, x, y, chunks=self.chunks)
+        elif self.kind == "gc-fd":
+            loss = gradient_collision_loss(model, x, y, chunks=self.chunks, hvp="finite_difference")
         elif self.kind == "gc-per-chunk":
             loss = gradient_collision_loss(model, x, y, chunks=self.chunks, execution="per_chunk")
         elif self.kind == "naive":
             loss = naive_collision_loss(model, x, y, self.chunks)
-        else:
+        elif self.kind == "dtl-unfused":
             with torch.no_grad():
                 teacher_logits = self.teacher(x)
             retain = distillation_loss(model(x), teacher_logits, TEMPERATURE)
             loss = dtl_objective(retain, gradient_collision_loss(model, x, y, chunks=self.chunks), LAMBDA)
+        else:
+            with torch.no_grad():
+                teacher_logits = self.teacher(x)
+            joint = JointTerm(lambda logits, rows: distillation_loss(logits, teacher_logits[rows], TEMPERATURE))
+            hvp = "finite_difference" if self.kind == "dtl-fd" else "exact"
+            gc, retain, _ = collision_with_joint_loss(model, x, y, self.chunks, joint, hvp=hvp)
+            loss = dtl_objective(retain, gc, LAMBDA)
         loss.backward()
 
 
@@ -117,7 +130,7 @@ def setup(args, kind: str, chunks: int) -> tuple[Step, str]:
     device = torch.device(args.device)
     model, model_name = build_resnet18(args.model)
     model = model.to(device).train()
-    teacher = frozen_teacher(model) if kind == "dtl" else None
+    teacher = frozen_teacher(model) if kind.startswith("dtl") else None
     generator = torch.Generator().manual_seed(1)
     inputs = torch.randn(args.batch, 3, 32, 32, generator=generator).to(device)
     targets = torch.randint(CLASSES, (args.batch,), generator=generator).to(device)
@@ -235,8 +248,8 @@ def main() -> None:
         help="wall: elapsed time; cpu: this process's CPU time, which other work on a shared machine "
         "disturbs far less (use with --threads 1, where CPU time is compute time)",
     )
-    parser.add_argument("--kinds", nargs="+", default=["gc", "gc-per-chunk", "naive", "dtl"],
-                        choices=["gc", "gc-per-chunk", "naive", "dtl"], help="rows besides ce")
+    kinds = ["gc", "gc-per-chunk", "naive", "dtl", "dtl-unfused", "gc-fd", "dtl-fd"]
+    parser.add_argument("--kinds", nargs="+", default=kinds, choices=kinds, help="rows besides ce")
     parser.add_argument("--warmup-steps", type=int, default=1,
                         help="untimed steps of a configuration before each of its timed steps")
     parser.add_argument("--host-memory", choices=["keep", "release"], default="keep",
