@@ -195,7 +195,8 @@ def gradient_collision_loss(
     execution: str = "auto",
     hvp: str = "exact",
     fd_scale: float = 0.1,
-) -> Tensor | tuple[Tensor, GCStats]:
+    joint: JointTerm | None = None,
+) -> Tensor | tuple[Tensor, GCStats] | tuple[Tensor, Tensor | None, GCStats | None]:
     """GC (``normalized=False``) or NGC loss of ``model`` on a source batch split into chunks.
 
     ``inputs``/``targets`` are this process's batch, split into ``chunks`` equal chunks; each
@@ -214,37 +215,11 @@ def gradient_collision_loss(
     ``execution``: ``"batched"`` forwards all chunks at once (:mod:`trd.losses.chunked_forward`; needs a
     float32/float64 model whose trainable parameters all sit in linear, convolution and batch-norm
     layers), ``"per_chunk"`` forwards them one by one (any model), ``"auto"`` (default) picks batched
-    where the model allows it.  Both give the same loss and gradient. ``hvp``, ``fd_scale``: see
-    :func:`collision_with_joint_loss`.
-    """
-    loss, _, stats = collision_with_joint_loss(model, inputs, targets, chunks, None, normalized, return_stats,
-                                               criterion, process_group, reduce_gradient, execution, hvp, fd_scale)
-    return (loss, stats) if return_stats else loss
+    where the model allows it.  Both give the same loss and gradient.
 
-
-def collision_with_joint_loss(
-    model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
-    chunks: int,
-    joint: JointTerm | None,
-    normalized: bool = False,
-    return_stats: bool = False,
-    criterion: Criterion = F.cross_entropy,
-    process_group: dist.ProcessGroup | None = None,
-    reduce_gradient: bool = True,
-    execution: str = "auto",
-    hvp: str = "exact",
-    fd_scale: float = 0.1,
-) -> tuple[Tensor, Tensor | None, GCStats | None]:
-    """:func:`gradient_collision_loss` and ``joint``'s loss on the same forward: ``(gc, joint_loss, stats)``.
-
-    Both losses are ordinary differentiable scalars (``joint_loss`` is None without ``joint``; ``stats``
-    None unless asked for); one backward through either or both runs a single traversal of the forward
-    graph. ``reduce_gradient`` concerns GC's share only: the joint loss is per rank, like any loss an
-    engine averages. ``hvp="finite_difference"`` replaces each chunk's double backward by a difference of its
-    gradient along its direction (:mod:`trd.losses.finite_difference`, step scaled by ``fd_scale``); the chunk
-    gradients are then taken without graphs and the joint loss gets its own backward.
+    ``hvp="finite_difference"`` replaces each chunk's double backward by a difference of its gradient along its
+    direction (:mod:`trd.losses.finite_difference`, step scaled by ``fd_scale``); the chunk gradients are then
+    taken without graphs. ``joint``: use :func:`collision_with_joint_loss`.
     """
     if hvp not in HVPS:
         raise ValueError(f"hvp={hvp!r} is not one of {', '.join(HVPS)}")
@@ -289,7 +264,26 @@ def collision_with_joint_loss(
             loss, joint_value = _CollisionWithJointFunction.apply(state, *params)
     else:
         loss = geometry.value
-    return loss, joint_value, (geometry.stats if return_stats else None)
+    if joint is not None:
+        return loss, joint_value, (geometry.stats if return_stats else None)
+    return (loss, geometry.stats) if return_stats else loss
+
+
+def collision_with_joint_loss(model: nn.Module, inputs: Tensor, targets: Tensor, chunks: int,
+                              joint: JointTerm | None, **options) -> tuple[Tensor, Tensor | None, GCStats | None]:
+    """:func:`gradient_collision_loss` (same ``options``) and ``joint``'s loss on the same forward:
+    ``(gc, joint_loss, stats)``, joint_loss None without ``joint``.
+
+    Both losses are ordinary differentiable scalars (``stats`` is None unless ``return_stats=True``); one backward
+    through either or both runs a single traversal of the forward graph (under ``hvp="finite_difference"`` the
+    joint loss gets a backward of its own). ``reduce_gradient`` concerns GC's share only: the joint loss is per
+    rank, like any loss an engine averages.
+    """
+    if joint is not None:
+        return gradient_collision_loss(model, inputs, targets, chunks, joint=joint, **options)
+    result = gradient_collision_loss(model, inputs, targets, chunks, **options)
+    loss, stats = result if options.get("return_stats") else (result, None)
+    return loss, None, stats
 
 
 def _world_size(group: dist.ProcessGroup | None) -> int:
