@@ -42,7 +42,8 @@ def _train(model, steps=30):
         optimizer.step()
 
 
-@pytest.mark.parametrize("arch", ["cnn", "resnet18", "vit"])  # batched, batched, per chunk
+# batched (ReLU and max pooling replayed), per chunk; ResNet-18 and WRN-28-4 at 32 px: bench/fd_accuracy.py
+@pytest.mark.parametrize("arch", ["cnn", "vit"])
 def test_finite_difference_gradient_points_where_the_exact_one_does(arch):
     options = {"vit": {"depth": 1, "width": 16, "heads": 2, "patch": 4}}.get(arch, {"width": 8} if arch == "cnn" else {})
     torch.manual_seed(0)
