@@ -345,6 +345,9 @@ class _ChunkGraphs:
     # The joint loss per part of the forward (the whole batch, or each chunk), with its graph until the backward.
     joint_parts: list[Tensor | None]
 
+    # Per local chunk, the generator state its forward drew dropout masks from; empty unless recorded.
+    rng_states: list
+
     def values(self) -> list[list[Tensor]]:
         """Detached g_m, one list of per-parameter tensors per local chunk."""
         return [[g.detach() for g in grads] for grads in self.chunk_grads]
