@@ -1,4 +1,5 @@
-"""Convert torchvision's ImageNet ResNet weights to the safetensors file trd loads (once, before any job):
+"""Convert torchvision's ImageNet weights (resnet18, resnet50, mobilenet_v2) to the safetensors file trd loads
+(once, before any job):
 
   python launch/convert_weights.py resnet18 resnet18-f37072fd.pth public/resnet18_imagenet.safetensors
 
@@ -13,18 +14,18 @@ import sys
 import torch
 
 from trd.models import save_model
-from trd.models.torchvision_weights import RESNETS, resnet_from_torchvision
+from trd.models.torchvision_weights import CONVERTIBLE, from_torchvision
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=RESNETS)
+    parser.add_argument("model", choices=CONVERTIBLE)
     parser.add_argument("weights", help="torchvision's .pth state dict")
     parser.add_argument("out", help="the .safetensors file to write")
     args = parser.parse_args(argv)
     try:
         state = torch.load(args.weights, map_location="cpu", weights_only=True)
-        model = resnet_from_torchvision(args.model, state)
+        model = from_torchvision(args.model, state)
     except (OSError, RuntimeError, ValueError) as err:
         print(f"convert_weights: {args.weights}: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1

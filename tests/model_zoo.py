@@ -16,6 +16,7 @@ SMALL_CONFIGS = {
     "resnet50": ("resnet50", {}),
     "wrn10_2": ("wrn10_2", {"dropout": 0.0}),
     "vit": ("vit", {"depth": 2, "width": 32, "heads": 2, "patch": 4}),
+    "mobilenet_v2": ("mobilenet_v2", {"width": 0.25}),  # depthwise (grouped) convolutions, ReLU6
 }
 
 

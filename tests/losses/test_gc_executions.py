@@ -13,7 +13,7 @@ from trd.losses import gradient_collision_loss
 from trd.losses.chunked_forward import supports_chunked_forward
 
 TIGHT = dict(rtol=1e-9, atol=1e-12)
-BATCHED = ["cnn", "cnn_no_bn", "resnet18", "resnet50", "wrn10_2"]
+BATCHED = ["cnn", "cnn_no_bn", "resnet18", "resnet50", "wrn10_2", "mobilenet_v2"]
 
 
 def run(model, inputs, targets, chunks, normalized, execution):
@@ -24,8 +24,8 @@ def run(model, inputs, targets, chunks, normalized, execution):
     return loss.detach(), [p.grad for p in model.parameters()], stats
 
 
-# NGC shares the chunked layers with GC; resnet50 (the slowest) runs GC only.
-CASES = [(c, n) for c in BATCHED for n in (False, True) if not (c == "resnet50" and n)]
+# NGC shares the chunked layers with GC; resnet50 and mobilenet_v2 (the slowest) run GC only.
+CASES = [(c, n) for c in BATCHED for n in (False, True) if not (c in ("resnet50", "mobilenet_v2") and n)]
 
 
 @pytest.mark.parametrize("config_id, normalized", CASES, ids=[f"{c}-{'ngc' if n else 'gc'}" for c, n in CASES])
@@ -41,9 +41,12 @@ def test_batched_equals_per_chunk_on_every_convolutional_architecture(config_id,
     want_loss, want_grads, want_stats = run(per_chunk, inputs, targets, 3, normalized, "per_chunk")
 
     torch.testing.assert_close(loss, want_loss, **TIGHT)
+    # Deep models' GC gradients reach 1e6, and float64 round-off is relative to the gradient's scale: some
+    # gradients are zero in exact arithmetic (MobileNetV2's projection BatchNorm biases, whose shift the next
+    # block's BatchNorm removes) and both executions give them round-off of that scale.
+    scale = max(1.0, max(want.abs().max().item() for want in want_grads))
     for (name, _), got, want in zip(model.named_parameters(), grads, want_grads):
-        # Deep models' GC gradients reach 1e6; float64 round-off is relative to a tensor's scale.
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * max(1.0, want.abs().max().item()), msg=name)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * scale, msg=name)
     assert sum(g.abs().sum() for g in grads) > 0
     torch.testing.assert_close(stats.total_sq_norm, want_stats.total_sq_norm, **TIGHT)
     for (name, got), want in zip(model.named_buffers(), per_chunk.buffers()):

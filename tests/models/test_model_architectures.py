@@ -116,3 +116,22 @@ def test_vit_fused_attention_computes_the_same_function(images):
     torch.testing.assert_close(math(images), fused(images), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown attention 'flash'"):
         build_model("vit", num_classes=5, image_size=16, attention="flash")
+
+
+def test_mobilenet_v2_is_torchvisions_network_with_a_stem_by_image_size():
+    import torchvision
+
+    # torchvision's MobileNetV2 with 1000 classes has 3,504,872 parameters; trd's head replaces its classifier.
+    imagenet = build_model("mobilenet_v2", num_classes=1000, image_size=224)
+    assert count(imagenet) == count(torchvision.models.mobilenet_v2(weights=None)) == 3_504_872
+    assert imagenet.block_names == [f"blocks.{i}" for i in range(19)] and imagenet.feature_dim == 1280
+    x = torch.randn(1, 3, 224, 224)
+    assert imagenet.forward_to(x, "blocks.18").shape == (1, 1280, 7, 7)  # 32x downsampling
+    cifar = build_model("mobilenet_v2", num_classes=10, image_size=32)
+    assert cifar.options == {"width": 1.0, "stem": "cifar"}
+    assert cifar.forward_to(torch.randn(1, 3, 32, 32), "blocks.18").shape == (1, 1280, 4, 4)  # 8x
+    assert not any(getattr(m, "inplace", False) for m in cifar.modules())  # taps are never overwritten
+    narrow = build_model("mobilenet_v2", num_classes=10, image_size=32, width=0.5)
+    assert narrow.get_submodule("blocks.1").conv[1].out_channels == 8
+    with pytest.raises(ValueError, match="width must be > 0"):
+        build_model("mobilenet_v2", num_classes=10, image_size=32, width=0.0)

@@ -1,4 +1,4 @@
-"""torchvision's ResNet weights become trd's ResNet through launch/convert_weights.py with the same function: a
+"""torchvision's ResNet and MobileNetV2 weights become trd's models through launch/convert_weights.py with the same function: a
 torchvision model (random weights: nothing is downloaded) and its conversion give the same logits, and a file
 that is not the named architecture is refused with one line."""
 from __future__ import annotations
@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "launch"))
 from convert_weights import main  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
-def test_a_converted_torchvision_resnet_computes_the_same_logits(tmp_path, name):
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+def test_a_converted_torchvision_model_computes_the_same_logits(tmp_path, name):
     torch.manual_seed(0)
     reference = getattr(torchvision.models, name)(weights=None).eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics, so a misnamed buffer shows
@@ -28,7 +28,7 @@ def test_a_converted_torchvision_resnet_computes_the_same_logits(tmp_path, name)
     torch.save(reference.state_dict(), tmp_path / "weights.pth")
     out = tmp_path / "public" / f"{name}.safetensors"
     assert main([name, str(tmp_path / "weights.pth"), str(out)]) == 0
-    assert read_metadata(out)["options"] == {"stem": "imagenet"}
+    assert read_metadata(out)["options"]["stem"] == "imagenet"
     model = load_model(out).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():

@@ -59,3 +59,14 @@ def test_each_224px_study_setting_plans_every_method_from_the_converted_imagenet
         assert plan[f"agnostic/renofeation/{method}"].inputs["public"] == "public_model"
     assert plan["renofeation/renofeation"].config["swa"] == {"lr": 0.005, "every": 500, "start": 0.5}
     assert plan["renofeation/finetune"].config["target"]["image_size"] == 224
+
+
+@pytest.mark.parametrize("model", ["resnet50", "mobilenet_v2"])
+def test_the_study_setting_plans_with_each_of_its_other_models(tmp_path, monkeypatch, plan_exp, model):
+    monkeypatch.setenv("TRD_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("TRD_PUBLIC", str(tmp_path / "public"))
+    save_model(build_model(model, num_classes=1000, image_size=224, stem="imagenet"),
+               tmp_path / "public" / f"{model}_imagenet.safetensors")
+    plan = plan_exp("renofeation_cub200", tmp_path / "out", f"model={model}", placeholder_shards=True)
+    assert plan["renofeation/renofeation"].config["model"]["name"] == model
+    assert plan["renofeation/renofeation"].config["distill_blocks"][-1] == build_model(model, 1, 224).block_names[-1]

@@ -14,8 +14,8 @@ from trd.models.resnet import resnet18, resnet50
 from trd.models.wrn import WideResNet, parse_wrn_name
 
 # Named configurations; any "wrn<depth>_<k>" with depth = 6n+4 is accepted as well.
-MODEL_NAMES = ("cnn", "resnet18", "resnet50", "wrn16_4", "wrn28_4", "wrn28_10", "wrn34_10", "vit")
-NAME_HELP = "cnn, resnet18, resnet50, wrn<depth>_<k> (e.g. wrn28_4, wrn34_10), vit"
+MODEL_NAMES = ("cnn", "resnet18", "resnet50", "wrn16_4", "wrn28_4", "wrn28_10", "wrn34_10", "vit", "mobilenet_v2")
+NAME_HELP = "cnn, resnet18, resnet50, wrn<depth>_<k> (e.g. wrn28_4, wrn34_10), vit, mobilenet_v2"
 
 def _vit() -> Callable[..., TrdModel]:
     # torchvision takes longer to import than torch itself: only a job that builds a ViT pays for it
@@ -24,12 +24,18 @@ def _vit() -> Callable[..., TrdModel]:
     return ViT
 
 
+def _mobilenet_v2() -> Callable[..., TrdModel]:
+    from trd.models.mobilenet import mobilenet_v2
+
+    return mobilenet_v2
+
+
 _FIXED_BUILDERS: dict[str, Callable[..., TrdModel]] = {
     "cnn": SmallCNN,
     "resnet18": resnet18,
     "resnet50": resnet50,
 }
-_LAZY_BUILDERS: dict[str, Callable[[], Callable[..., TrdModel]]] = {"vit": _vit}
+_LAZY_BUILDERS: dict[str, Callable[[], Callable[..., TrdModel]]] = {"vit": _vit, "mobilenet_v2": _mobilenet_v2}
 
 _ANNOTATION_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "None": type(None)}
 

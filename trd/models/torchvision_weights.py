@@ -1,7 +1,7 @@
-"""torchvision's ImageNet ResNet weights as a trd model: the one place a pickled .pth file is read, once, by
-launch/convert_weights.py (torch.load with weights_only=True: tensors and plain containers, no code), to write
-the safetensors file every job then loads. The architectures are the same computation (the ImageNet stem,
-v1.5 bottlenecks); only the parameter names differ."""
+"""torchvision's ImageNet weights (ResNet-18/50, MobileNetV2) as a trd model: the one place a pickled .pth file is
+read, once, by launch/convert_weights.py (torch.load with weights_only=True: tensors and plain containers, no code),
+to write the safetensors file every job then loads. The architectures are the same computation (the ImageNet stem,
+v1.5 bottlenecks, torchvision's own MobileNetV2 modules); only the parameter names differ."""
 from __future__ import annotations
 
 import re
@@ -10,7 +10,6 @@ import torch
 
 from trd.models.registry import build_model
 
-RESNETS = ("resnet18", "resnet50")
 IMAGENET_CLASSES = 1000
 IMAGENET_SIZE = 224
 
@@ -25,12 +24,23 @@ def resnet_key(key: str) -> str:
     return re.sub(r"^(layer\d\.\d+)\.downsample\.", r"\1.shortcut.", key)
 
 
-def resnet_from_torchvision(name: str, state: dict[str, torch.Tensor]):
+def mobilenet_key(key: str) -> str:
+    """A torchvision MobileNetV2 state-dict key as trd's MobileNetV2 names it (its classifier's dropout is not
+    part of trd's head)."""
+    key = re.sub(r"^features\.", "blocks.", key)
+    return re.sub(r"^classifier\.1\.", "head.", key)
+
+
+RENAMERS = {"resnet18": resnet_key, "resnet50": resnet_key, "mobilenet_v2": mobilenet_key}
+CONVERTIBLE = tuple(RENAMERS)
+
+
+def from_torchvision(name: str, state: dict[str, torch.Tensor]):
     """trd's `name` (ImageNet stem, 1000 classes, 224 px) holding torchvision's state dict `state`."""
-    if name not in RESNETS:
-        raise ValueError(f"convert: {name!r} is not a torchvision ResNet trd mirrors; use one of {', '.join(RESNETS)}")
+    if name not in RENAMERS:
+        raise ValueError(f"convert: {name!r} is not a torchvision model trd mirrors; use one of {', '.join(CONVERTIBLE)}")
     model = build_model(name, num_classes=IMAGENET_CLASSES, image_size=IMAGENET_SIZE, stem="imagenet")
-    renamed = {resnet_key(k): v for k, v in state.items()}
+    renamed = {RENAMERS[name](k): v for k, v in state.items()}
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(renamed)), sorted(set(renamed) - set(expected))
     if missing or unexpected:
