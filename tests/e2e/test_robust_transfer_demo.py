@@ -9,14 +9,17 @@ from __future__ import annotations
 import csv
 
 import pytest
-from cli import stage_metrics, submit
+from cli import stage_dir, stage_metrics, submit
+
+from trd.models import read_metadata
+from trd.models.release import released_model_path
 
 pytestmark = pytest.mark.slow
 
 SHORT = ["pretrain.epochs=1", "robust_pretrain.lams=[0.0]", "robust_pretrain.epochs=1", "robust_transfer.epochs=1",
          "robust_transfer.methods=[neft]", "report.reference=neft", "pgd.steps=[2,5]", "agnostic.steps=5", "agnostic.step=0.08",
          "+renofeation=default", "renofeation.methods=[renofeation]", "renofeation.epochs=1",
-         "renofeation.swa.every=1",
+         "renofeation.swa.every=1", "renofeation.student={name:cnn,width:16}",
          "stages=[pretrain,robust_pretrain,robust_transfer,renofeation,pgd,agnostic,report]"]
 
 
@@ -42,6 +45,8 @@ def test_every_transfer_is_released_attacked_and_reported(demo):
         assert 0 < metrics[f"agnostic/{name}"]["clean"] <= 1 and metrics[f"agnostic/{name}"]["asr"] is not None
     assert metrics["agnostic/renofeation/renofeation"]["asr"] is not None
     assert metrics["pgd/renofeation/renofeation"]["model_labels"] == {"method": "renofeation"}
+    # released in the student's architecture, without the matching convolutions
+    assert read_metadata(released_model_path(stage_dir(demo, "renofeation/renofeation")))["options"]["width"] == 16
     swa = metrics["renofeation/renofeation"]["swa"]
     assert swa["averaged"] >= 2 and 0 < swa["acc_last_weights"] <= 1
     assert metrics["robust_transfer/pretrain/neft"]["neft_layers"] == ["block1.0", "head"]

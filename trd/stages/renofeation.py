@@ -8,6 +8,9 @@ renofeation.methods, the study's methods and baselines (Chin et al., 2021):
 * renofeation: a random initialisation trained with the frozen pretrained model's block outputs distilled,
   spatial dropout after the distilled blocks, and stochastic weight averaging (trd.engine.swa).
 
+renofeation.student gives scratch and renofeation another architecture than the public model's; its blocks are
+then paired with the public model's by resolution, through 1x1 matching convolutions (trd.models.feature_matching).
+
 renofeation.ablation adds finetune, l2sp, delta and scratch with spatial dropout and SWA (the study's ablation).
 Every model is released and labelled with its method; the agnostic stage then attacks it through the public
 model it never saw."""
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +32,7 @@ from trd.engine.supervised import train_supervised
 from trd.engine.swa import SwaSchedule, WithAverage
 from trd.losses.feature_distillation import block_distillation
 from trd.losses.l2sp import l2sp_penalty, starting_point
+from trd.models.feature_matching import FeatureMatching, StudentWithMatching, pair_blocks
 from trd.models.registry import build_from_config
 from trd.models.release import load_released
 from trd.models.spatial_dropout import forward_with_dropout
@@ -71,6 +76,10 @@ class RenofeationConfig(TrainConfig):
     public: str = "pretrain"  # the stage whose model is the public pretrained one
     distill_weight: float = knob(0.003, positive())  # per sample, the sum of squared differences over every block
     distill_blocks: list[str] | None = None  # blocks whose outputs are distilled (dropout follows them); null: all
+    # the architecture of the randomly initialised methods (scratch, renofeation), a model node ({name, options});
+    # null: the public model's. Another one distils distill_blocks (null: the public model's last block of each
+    # resolution) from the student's last block of the same resolution, through 1x1 convolutions
+    student: dict[str, Any] | None = None
     dropout: float = knob(0.1, within(0, 1, high_open=True))  # spatial dropout after each distilled block
     l2sp_alpha: float = knob(0.01, positive())  # pull of the body toward its pretrained weights
     l2sp_beta: float = knob(0.01, at_least(0))  # plain weight decay of the new head
@@ -95,6 +104,7 @@ def plan(cfg, plan) -> None:
                           f"use some of {', '.join(blocks)}, or null for all")
     options = plain(node)
     options["distill_blocks"] = node.distill_blocks or blocks
+    student = _student(node, model, target) if node.student is not None else None
     base = {**common_config(cfg), "model": model, "target": target,
             "train": {f.name: options[f.name] for f in fields(TrainConfig)}}
     for method in node.methods:
@@ -103,10 +113,30 @@ def plan(cfg, plan) -> None:
             # a stage carries only the options its recipe reads, so changing one reruns only the methods it affects
             used = [key for flag, keys in USES.items() if getattr(recipe, flag) for key in keys]
             needs_public = recipe.init == "pretrained" or recipe.distill
+            # a student of its own architecture: the scratch-initialised methods' model, its pairs for distillation
+            own = student if student is not None and recipe.init == "scratch" else {}
+            if own and not recipe.distill:
+                own = {"student": own["student"]}
             plan.add(f"renofeation/{method}" + ("+dropout+swa" if ablated else ""), "renofeation",
-                     {**base, **{key: options[key] for key in dict.fromkeys(used)}, "recipe": asdict(recipe)},
+                     {**base, **{key: options[key] for key in dict.fromkeys(used)}, "recipe": asdict(recipe), **own},
                      inputs={"pretrained": node.public} if needs_public else {},
                      model={"method": method, **({"dropout": True, "swa": True} if ablated else {})})
+
+
+def _student(node: RenofeationConfig, teacher_node: dict, target: dict) -> dict:
+    """{student: its model node, distill_pairs: [[student block, teacher block], ...], distill_blocks: the teacher's
+    blocks of those pairs}, checked by building both models once on the CPU."""
+    if not node.student.get("name"):
+        raise ConfigError(f"renofeation.student={node.student!r} must be a model node with a name, e.g. "
+                          f"{{name: mobilenet_v2}}, or null for the public model's architecture")
+    classes, size = int(target["num_classes"]), int(target["image_size"])
+    try:
+        student = build_from_config(node.student, classes, size)
+        teacher = build_from_config(teacher_node, classes, size)
+        pairs = pair_blocks(student, teacher, node.distill_blocks, size)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"renofeation.student: {err}") from None
+    return {"student": dict(node.student), "distill_pairs": pairs, "distill_blocks": [t for _, t in pairs]}
 
 
 def run(ctx) -> dict:
@@ -121,11 +151,17 @@ def run(ctx) -> dict:
         model = copy.deepcopy(public)
         model.replace_head(int(role["num_classes"]))
     else:
-        model = build_from_config(c["model"], int(role["num_classes"]), int(role["image_size"]))
+        model = build_from_config(c.get("student") or c["model"], int(role["num_classes"]), int(role["image_size"]))
     if recipe["linear"]:
         model.set_trainable("linear")
-    teacher = public.eval().requires_grad_(False).to(device) if recipe["distill"] else None
-    blocks = list(c.get("distill_blocks", []))
+    teacher = public.eval().requires_grad_(False) if recipe["distill"] else None
+    # the teacher's blocks and the student's, pairwise (the same blocks when the architecture is the same)
+    pairs = c.get("distill_pairs") or [[name, name] for name in c.get("distill_blocks", [])]
+    blocks, teacher_blocks = [s for s, _ in pairs], [t for _, t in pairs]
+    matching = FeatureMatching.between(model, teacher, pairs, int(role["image_size"])) \
+        if "distill_pairs" in c else None
+    teacher = teacher.to(device) if teacher is not None else None
+    trained = StudentWithMatching(model, matching) if matching is not None else model
     dropout = float(c["dropout"]) if recipe["dropout"] else 0.0
     start = {n: t.to(device) for n, t in starting_point(model).items()} if recipe["l2sp"] else None
     train = c["train"]
@@ -138,21 +174,23 @@ def run(ctx) -> dict:
         module = engine.module.model if swa else engine.module
         if swa:
             swa.before_step(engine.module, engine.optimizer, global_step)
+        module, matched = (module.model, module.matching) if matching is not None else (module, None)
         if recipe["linear"]:
             module.eval()  # the frozen body's BatchNorm keeps the pretrained statistics
         logits, taps = forward_with_dropout(module, images, blocks, dropout)
         loss, scalars = F.cross_entropy(logits, labels), {}
         if teacher is not None:
             with torch.no_grad():
-                _, targets = teacher.forward_with_taps(images, blocks)
-            distance = block_distillation(taps, targets)
+                _, targets = teacher.forward_with_taps(images, teacher_blocks)
+            distance = block_distillation(matched(taps) if matched is not None else taps, targets)
             loss = loss + float(c["distill_weight"]) * distance
             scalars["distillation"] = float(distance.detach())
         if start is not None:
             loss = loss + l2sp_penalty(module, start, float(c["l2sp_alpha"]), float(c["l2sp_beta"]))
         return loss, scalars
 
-    trained, metrics = train_supervised(ctx, WithAverage(model) if swa else model, role, train, "target", step=step)
+    trained, metrics = train_supervised(ctx, WithAverage(trained) if swa else trained, role, train, "target",
+                                        step=step)
     if swa:
         last = metrics["acc"]["target"]
         model = swa.finish(trained, metrics["steps"], loader, device)
@@ -160,6 +198,8 @@ def run(ctx) -> dict:
         metrics["swa"] = {"averaged": int(trained.average.n_averaged), "acc_last_weights": last}
     else:
         model = trained
+    if matching is not None:
+        model = model.model  # the matching convolutions are not part of the released model
     model.set_trainable("full")
     ctx.save_released(model)
     ctx.ckpt.remove()
