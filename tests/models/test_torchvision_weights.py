@@ -1,6 +1,6 @@
-"""torchvision's ResNet and MobileNetV2 weights become trd's models through launch/convert_weights.py with the same function: a
-torchvision model (random weights: nothing is downloaded) and its conversion give the same logits, and a file
-that is not the named architecture is refused with one line."""
+"""torchvision's ResNet and MobileNetV2 weights become trd's models through launch/convert_weights.py with the
+same function: a torchvision model (random weights: nothing is downloaded) and its conversion give the same
+logits, and a file that is not the named architecture is refused with one line."""
 from __future__ import annotations
 
 import sys

@@ -10,9 +10,7 @@ from torch import nn
 from torchvision.models.mobilenetv2 import MobileNetV2 as TorchvisionMobileNetV2
 
 from trd.models.base import TrdModel
-
-CIFAR_STEM_MAX_IMAGE_SIZE = 64
-STEMS = ("cifar", "imagenet")
+from trd.models.resnet import CIFAR_STEM_MAX_IMAGE_SIZE, STEMS
 
 
 class MobileNetV2(TrdModel):

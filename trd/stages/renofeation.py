@@ -97,14 +97,15 @@ def plan(cfg, plan) -> None:
                           f"renofeation in stages, or name the stage whose model is the public one")
     target = role_config(cfg, "target")
     model, _ = model_config(cfg, target["image_size"])
-    blocks = build_from_config(model, int(target["num_classes"]), int(target["image_size"])).block_names
+    public = build_from_config(model, int(target["num_classes"]), int(target["image_size"]))
+    blocks = public.block_names
     unknown = sorted(set(node.distill_blocks or []) - set(blocks))
     if unknown or node.distill_blocks == []:
         raise ConfigError(f"renofeation.distill_blocks={node.distill_blocks} must name blocks of {model['name']}: "
                           f"use some of {', '.join(blocks)}, or null for all")
     options = plain(node)
     options["distill_blocks"] = node.distill_blocks or blocks
-    student = _student(node, model, target) if node.student is not None else None
+    student = _student(node, public, target) if node.student is not None else None
     base = {**common_config(cfg), "model": model, "target": target,
             "train": {f.name: options[f.name] for f in fields(TrainConfig)}}
     for method in node.methods:
@@ -123,16 +124,16 @@ def plan(cfg, plan) -> None:
                      model={"method": method, **({"dropout": True, "swa": True} if ablated else {})})
 
 
-def _student(node: RenofeationConfig, teacher_node: dict, target: dict) -> dict:
+def _student(node: RenofeationConfig, teacher, target: dict) -> dict:
     """{student: its model node, distill_pairs: [[student block, teacher block], ...], distill_blocks: the teacher's
-    blocks of those pairs}, checked by building both models once on the CPU."""
+    blocks of those pairs}, checked by building the student once on the CPU beside the teacher (the public model's
+    architecture)."""
     if not node.student.get("name"):
         raise ConfigError(f"renofeation.student={node.student!r} must be a model node with a name, e.g. "
                           f"{{name: mobilenet_v2}}, or null for the public model's architecture")
     classes, size = int(target["num_classes"]), int(target["image_size"])
     try:
         student = build_from_config(node.student, classes, size)
-        teacher = build_from_config(teacher_node, classes, size)
         pairs = pair_blocks(student, teacher, node.distill_blocks, size)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"renofeation.student: {err}") from None
