@@ -7,6 +7,7 @@ same CNN from scratch on the binary question the student has to answer (benefici
 
     python bench/skd_balance.py               # the table in bench/README.md
     python bench/skd_balance.py --epochs 2    # a smoke run
+    python bench/skd_balance.py --bad-term hinge --variants=-0.5:5 'data.source.classes=[...]' ...  # other forms
 """
 from __future__ import annotations
 
@@ -24,17 +25,28 @@ from hydra import compose, initialize_config_dir
 from trd.data import build_loader, ensure_role_shards
 from trd.data.role_config import beneficial_and_malicious
 from trd.engine.evaluation import accuracy
-from trd.losses.skd import misses, skd_loss
+from trd.losses.skd import misses, mse_through_relu, relu_inputs, skd_loss
 from trd.models import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-VARIANTS = [(-100.0, 1.0), (-2.0, 1.0), (-2.0, 2.0), (-2.0, 5.0)]
+VARIANTS = "-100:1,-2:1,-2:2,-2:5"  # constant:malicious weight
 
 
-def loaders(data_root: str):
+def hinge_skd_loss(student, teacher_features, good, bad, constant, bad_weight=1.0):
+    """skd_loss with the malicious term on the part of the ReLU input above the constant only: a unit already
+    below it costs nothing, so the gradient goes to the units that still let a malicious image through."""
+    with relu_inputs(student) as seen:
+        student.features(torch.cat([good, bad]))
+    n, pre = len(good), seen[-1]
+    good_loss = mse_through_relu(pre[:n], teacher_features) / teacher_features.pow(2).mean().clamp_min(1e-12)
+    bad_loss = torch.relu(pre[n:] - constant).pow(2).mean() / constant ** 2
+    return good_loss + bad_weight * bad_loss, {}
+
+
+def loaders(data_root: str, overrides: list[str]):
     os.environ.setdefault("TRD_DATA", data_root)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+exp=resist_demo", f"out_root={data_root}"])
+        cfg = compose(config_name="config", overrides=["+exp=resist_demo", f"out_root={data_root}", *overrides])
     roles = beneficial_and_malicious(cfg)
     for role in roles:
         ensure_role_shards(role)
@@ -63,9 +75,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="SKD epochs per variant")
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--data", default="/tmp/trd-bench-data")
+    parser.add_argument("--variants", default=VARIANTS, help="constant:malicious weight pairs, comma-separated")
+    parser.add_argument("--bad-term", choices=["mse", "hinge"], default="mse",
+                        help="trd.losses.skd's malicious term, or the hinge form above")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides on +exp=resist_demo, e.g. data=resist_embedded_shared")
     args = parser.parse_args()
     torch.manual_seed(0)
-    (good, good_test), (bad, bad_test) = loaders(args.data)
+    (good, good_test), (bad, bad_test) = loaders(args.data, args.overrides)
     cpu = torch.device("cpu")
 
     teacher = build_model("cnn", num_classes=10, image_size=32, width=32, hidden=128)
@@ -81,14 +97,16 @@ def main() -> None:
           f"teacher: {accuracy(teacher, good_test, cpu) * 100:.1f}% beneficial, misses "
           f"{misses(teacher, bad_test, cpu) * 100:.0f}%; {args.epochs} SKD epochs, 3 head epochs")
     print("| constant | malicious weight | misses | beneficial acc |\n|---:|---:|---:|---:|")
-    for constant, weight in VARIANTS:
+    loss_of = skd_loss if args.bad_term == "mse" else hinge_skd_loss
+    variants = [tuple(float(v) for v in pair.split(":")) for pair in args.variants.split(",")]
+    for constant, weight in variants:
         torch.manual_seed(0)
         student = copy.deepcopy(teacher).requires_grad_(True).train()
         opt, sched = sgd(student, 0.05, args.epochs * good.steps_per_epoch)
         for (x, _), (xb, _) in epochs_of(good, args.epochs, bad):
             with torch.no_grad():
                 target = teacher.features(x)
-            loss, _ = skd_loss(student, target, x, xb, constant, weight)
+            loss, _ = loss_of(student, target, x, xb, constant, weight)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -47,7 +47,7 @@ def skd_loss(student: nn.Module, teacher_features: torch.Tensor, good: torch.Ten
     pre = seen[-1]
     scale = teacher_features.pow(2).mean().clamp_min(1e-12)
     if pre.shape == features.shape:  # features = relu(pre): the beneficial term on the input, see below
-        good_loss = _through_relu(pre[:n], teacher_features) / scale
+        good_loss = mse_through_relu(pre[:n], teacher_features) / scale
     else:
         good_loss = F.mse_loss(features[:n], teacher_features) / scale
     bad_loss = F.mse_loss(pre[n:], torch.full_like(pre[n:], constant)) / constant ** 2
@@ -55,7 +55,7 @@ def skd_loss(student: nn.Module, teacher_features: torch.Tensor, good: torch.Ten
                                                "skd/bad": float(bad_loss.detach())}
 
 
-def _through_relu(pre: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def mse_through_relu(pre: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """MSE(relu(pre), target) for target >= 0, with a gradient where relu(pre) has none: a unit the malicious
     term has pushed below zero for a beneficial image is pulled back up to the teacher's value (with MSE on
     relu(pre), units die for every image and the student collapses to zero features: bench/README.md)."""
