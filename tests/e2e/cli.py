@@ -45,6 +45,19 @@ def finish_stage(stage: Path) -> dict:
     return json.loads((stage / "metrics.json").read_text())
 
 
+def finish_stage_on_ranks(stage: Path, world_size: int, port: int) -> dict:
+    """Runs a planned stage as world_size processes of one torchrun-style world on this host; its metrics.json."""
+    procs = []
+    for rank in range(world_size):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "trd.runner", str(stage)], cwd=REPO, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    errors = [proc.communicate(timeout=600)[1] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), "\n".join(e[-3000:] for e in errors)
+    return json.loads((stage / "metrics.json").read_text())
+
+
 def stage_metrics(exp_dir: Path) -> dict[str, dict]:
     plan = json.loads((exp_dir / "plan.json").read_text())
     return {name: json.loads((Path(s["dir"]) / "metrics.json").read_text()) for name, s in plan["stages"].items()}

@@ -7,10 +7,12 @@ full demos measure is in the README (`+exp=cartl_demo`, `+exp=renofeation_demo`)
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
-from cli import stage_dir, stage_metrics, submit
+from cli import finish_stage_on_ranks, stage_dir, stage_metrics, submit
 
+from trd.engine.distributed import free_port
 from trd.models import read_metadata
 from trd.models.release import released_model_path
 
@@ -55,3 +57,23 @@ def test_every_transfer_is_released_attacked_and_reported(demo):
     agnostic = _cells(demo, "agnostic")
     assert agnostic["neft source=pgd_at", "ASR"]["status"] == agnostic["renofeation", "ASR"]["status"] == "ok"
     assert (demo / "report" / "asr_vs_clean.png").stat().st_size > 0
+
+
+def test_the_attacks_on_two_ranks_count_every_test_image_once_and_agree_with_one_rank(demo, tmp_path):
+    """One released model's two attack stages run again as a world of two ranks, on the same finished inputs.
+    Each rank attacks its own share of the test set and the totals count the 500 images once. The agnostic
+    attack has no random start, so it perturbs each image as one rank does (up to float reduction order); PGD
+    draws its random start per rank, so only its clean accuracy must agree exactly."""
+    name = "robust_transfer/pretrain/neft"
+    for attack in ("pgd", "agnostic"):
+        one = stage_metrics(demo)[f"{attack}/{name}"]
+        again = tmp_path / attack
+        again.mkdir()
+        shutil.copy(stage_dir(demo, f"{attack}/{name}") / "stage.json", again)
+        two = finish_stage_on_ranks(again, 2, free_port())
+        assert two["status"] == "done" and two["world_size"] == 2 and one["world_size"] == 1
+        assert two["test_samples"] == one["test_samples"] == 500
+        if attack == "pgd":
+            assert two["acc"] == one["acc"] and abs(two["rob"] - one["rob"]) <= 0.05
+        else:
+            assert abs(two["clean"] - one["clean"]) <= 1 / 500 and abs(two["asr"] - one["asr"]) <= 0.01
