@@ -36,7 +36,7 @@ def test_a_student_of_another_architecture_is_paired_by_resolution_in_the_scratc
     # to blocks.3, then halves at blocks.4 (16x16) and blocks.7 (8x8)
     assert plan["renofeation/renofeation"].config["distill_pairs"] == [["blocks.6", "stem"], ["blocks.13", "block1"]]
     assert plan["renofeation/renofeation"].config["student"] == {"name": "mobilenet_v2", "width": 0.25}
-    assert plan["renofeation/renofeation"].config["model"] == {"name": "cnn"}  # the public model's, for its input
+    assert plan["renofeation/renofeation"].config["model"] == {"name": "cnn", "hidden": 128}  # the public model's
     assert plan["renofeation/scratch"].config["student"] == {"name": "mobilenet_v2", "width": 0.25}
     assert "distill_pairs" not in plan["renofeation/scratch"].config
     for method in ("linear", "finetune", "l2sp", "delta"):  # started from the public weights: its architecture
