@@ -1,18 +1,29 @@
 """The disposal stage through the CLI: methods fan out (nft among them), each evaluated and each released within
-its target budget; a diverging run stops as diverged."""
+its target budget; nft killed mid-epoch resumes to the uninterrupted weights; a diverging run stops as diverged."""
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import time
 
 import pytest
-from cli import FAST, stage_dir, stage_metrics, submit
+import torch
+from cli import FAST, REPO, finish_stage, stage_dir, stage_metrics, start_stage, submit
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from trd.experiment import plan_experiment
 
 pytestmark = pytest.mark.slow
 
-# A quarter of the source data keeps each disposal epoch to 15 steps; both tests share one out_root, so the
-# second reuses the first's pretrain and transfer stages.
+# A quarter of the source data keeps each disposal epoch to 15 steps; the tests share one out_root (one work
+# unit), so the later ones reuse the first's pretrain, transfer and uninterrupted nft stages.
 SMALL = [*FAST, "+data.source.fraction=0.25", "transfer.scratch_baseline=false",
          "stages=[pretrain,transfer,dispose,evaluate]"]
+# gc and nft, one epoch, a checkpoint every 3 steps and a validation of the target budget every 5
+METHODS = ["dispose.epochs=1", "dispose.methods=[gc,nft]", "dispose.checkpoint_every=3", "dispose.validate_every=5",
+           "dispose.nft.steps=[1,3]", "dispose.nft.second_order_steps=2"]
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +33,7 @@ def out_root(tmp_path_factory):
 
 def test_disposal_methods_run_and_are_evaluated(out_root, data_root):
     tmp_path = out_root
-    submit("+exp=demo", f"out_root={tmp_path}", *SMALL, "dispose.epochs=1", "dispose.methods=[gc,nft]",
-           "dispose.validate_every=5", "dispose.nft.steps=[1,3]", "dispose.nft.second_order_steps=2",
-           data_root=data_root)
+    submit("+exp=demo", f"out_root={tmp_path}", *SMALL, *METHODS, data_root=data_root)
     metrics = stage_metrics(tmp_path / "demo")
     for method in ("gc", "nft"):
         assert metrics[f"dispose/{method}"]["status"] == "done"
@@ -68,6 +77,52 @@ def _check_released_within_budget(exp, name: str, metrics: dict) -> None:
     loader = build_loader(role, "train", 64, train=False)
     model = load_released(stage_dir(exp, name))
     assert 100 * accuracy(model, loader, torch.device("cpu")) == pytest.approx(released_acc)
+
+
+def _plan(out, data_root: str, monkeypatch):
+    monkeypatch.setenv("TRD_DATA", data_root)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+exp=demo", f"out_root={out}", *SMALL, *METHODS])
+    plan = plan_experiment(cfg)
+    plan.write(out / "demo")
+    return plan
+
+
+def _done(stage) -> bool:
+    path = stage / "metrics.json"
+    return path.exists() and json.loads(path.read_text()).get("status") == "done"
+
+
+def test_nft_killed_mid_epoch_resumes_to_the_uninterrupted_result(out_root, tmp_path, data_root, monkeypatch):
+    """Its simulated attacker, the attacker's head and batches are drawn from the step number and the budget's
+    validations come back with the checkpoint: a kill between a checkpoint and the next validation changes
+    nothing in the released weights, the accuracy or the budget's record."""
+    reference = _plan(out_root, data_root, monkeypatch)
+    for name in ("pretrain", "transfer", "dispose/nft"):  # done already when the first test ran on this worker
+        if not _done(reference[name].dir):
+            finish_stage(reference[name].dir)
+    want = json.loads((reference["dispose/nft"].dir / "metrics.json").read_text())
+    want_weights = load_file(str(reference["dispose/nft"].dir / "model.safetensors"))
+
+    plan = _plan(tmp_path, data_root, monkeypatch)
+    for upstream in ("pretrain", "transfer"):  # the same hashes: finished inputs
+        shutil.copytree(reference[upstream].dir, plan[upstream].dir, dirs_exist_ok=True)
+    stage = plan["dispose/nft"].dir
+    proc = start_stage(stage)
+    pointer, deadline = stage / "checkpoint" / "resume.json", time.time() + 300
+    while not (pointer.exists() and json.loads(pointer.read_text())["progress"]["global_step"] >= 6):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (stage / "model.safetensors").exists()
+    metrics = finish_stage(stage)
+    assert metrics["status"] == "done" and metrics["steps"] == want["steps"] == 15
+    assert metrics["acc"] == want["acc"] and metrics["target_budget"] == want["target_budget"]
+    weights = load_file(str(stage / "model.safetensors"))
+    assert weights.keys() == want_weights.keys()
+    for key, tensor in weights.items():
+        torch.testing.assert_close(tensor, want_weights[key], rtol=0, atol=0, msg=key)
 
 
 def test_diverging_disposal_stops_as_diverged_and_keeps_its_last_good_checkpoint(out_root, data_root):
