@@ -93,6 +93,7 @@ def _done(stage) -> bool:
     return path.exists() and json.loads(path.read_text()).get("status") == "done"
 
 
+@pytest.mark.extended  # README, Tests: python -m pytest -m extended
 def test_nft_killed_mid_epoch_resumes_to_the_uninterrupted_result(out_root, tmp_path, data_root, monkeypatch):
     """Its simulated attacker, the attacker's head and batches are drawn from the step number and the budget's
     validations come back with the checkpoint: a kill between a checkpoint and the next validation changes

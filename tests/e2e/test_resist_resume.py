@@ -62,6 +62,7 @@ def _wait_for_checkpoint(pointer: Path, steps: int, proc) -> None:
     pytest.fail(f"no mid-epoch checkpoint appeared at {pointer}")
 
 
+@pytest.mark.extended  # 2-3 minutes of the default run's 15 (README, Tests): python -m pytest -m extended
 @pytest.mark.parametrize("name, phase, steps", CASES)
 def test_a_phase_killed_mid_epoch_resumes_to_the_uninterrupted_result(name, phase, steps, tmp_path, data_root,
                                                                        monkeypatch, references):
