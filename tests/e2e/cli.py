@@ -5,7 +5,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from trd.experiment import plan_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,6 +63,35 @@ def finish_stage_on_ranks(stage: Path, world_size: int, port: int) -> dict:
     errors = [proc.communicate(timeout=600)[1] for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), "\n".join(e[-3000:] for e in errors)
     return json.loads((stage / "metrics.json").read_text())
+
+
+def write_plan(out_root: Path, *overrides: str):
+    """The plan of an experiment (overrides as on the command line, +exp=... among them), written under out_root
+    as launch/submit.py would write it, without running anything; TRD_DATA must already point at the data."""
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"out_root={out_root}", *overrides])
+    plan = plan_experiment(cfg)
+    plan.write(out_root / cfg.name)
+    return plan
+
+
+def wait_for_mid_epoch_checkpoint(pointer: Path, global_step: int, proc: subprocess.Popen) -> None:
+    """Waits until the checkpoint pointer records at least global_step steps, in the middle of an epoch."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        progress = json.loads(pointer.read_text())["progress"] if pointer.exists() else None
+        if progress and progress["global_step"] >= global_step and progress["step"]:
+            return
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.02)
+    pytest.fail(f"no mid-epoch checkpoint appeared at {pointer}")
+
+
+def assert_same_weights(weights: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
+    """Bit for bit: the same tensors under the same names."""
+    assert weights.keys() == reference.keys()
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, reference[name], rtol=0, atol=0, msg=name)
 
 
 def stage_metrics(exp_dir: Path) -> dict[str, dict]:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import time
 
 import pytest
-import torch
-from cli import FAST, REPO, finish_stage, stage_dir, stage_metrics, start_stage, submit
-from hydra import compose, initialize_config_dir
+from cli import (
+    FAST,
+    assert_same_weights,
+    finish_stage,
+    stage_dir,
+    stage_metrics,
+    start_stage,
+    submit,
+    wait_for_mid_epoch_checkpoint,
+    write_plan,
+)
 from safetensors.torch import load_file
-
-from trd.experiment import plan_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -81,11 +86,7 @@ def _check_released_within_budget(exp, name: str, metrics: dict) -> None:
 
 def _plan(out, data_root: str, monkeypatch):
     monkeypatch.setenv("TRD_DATA", data_root)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+exp=demo", f"out_root={out}", *SMALL, *METHODS])
-    plan = plan_experiment(cfg)
-    plan.write(out / "demo")
-    return plan
+    return write_plan(out, "+exp=demo", *SMALL, *METHODS)
 
 
 def _done(stage) -> bool:
@@ -110,20 +111,14 @@ def test_nft_killed_mid_epoch_resumes_to_the_uninterrupted_result(out_root, tmp_
         shutil.copytree(reference[upstream].dir, plan[upstream].dir, dirs_exist_ok=True)
     stage = plan["dispose/nft"].dir
     proc = start_stage(stage)
-    pointer, deadline = stage / "checkpoint" / "resume.json", time.time() + 300
-    while not (pointer.exists() and json.loads(pointer.read_text())["progress"]["global_step"] >= 6):
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
-        time.sleep(0.02)
+    wait_for_mid_epoch_checkpoint(stage / "checkpoint" / "resume.json", 6, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (stage / "model.safetensors").exists()
     metrics = finish_stage(stage)
     assert metrics["status"] == "done" and metrics["steps"] == want["steps"] == 15
     assert metrics["acc"] == want["acc"] and metrics["target_budget"] == want["target_budget"]
-    weights = load_file(str(stage / "model.safetensors"))
-    assert weights.keys() == want_weights.keys()
-    for key, tensor in weights.items():
-        torch.testing.assert_close(tensor, want_weights[key], rtol=0, atol=0, msg=key)
+    assert_same_weights(load_file(str(stage / "model.safetensors")), want_weights)
 
 
 def test_diverging_disposal_stops_as_diverged_and_keeps_its_last_good_checkpoint(out_root, data_root):

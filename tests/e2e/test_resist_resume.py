@@ -7,16 +7,19 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
-import torch
-from cli import REPO, finish_stage, stage_dir, start_stage, submit
-from hydra import compose, initialize_config_dir
+from cli import (
+    assert_same_weights,
+    finish_stage,
+    stage_dir,
+    start_stage,
+    submit,
+    wait_for_mid_epoch_checkpoint,
+    write_plan,
+)
 from safetensors.torch import load_file
-
-from trd.experiment import plan_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +36,7 @@ CASES = [("skd", "head", 3), ("unsir", ".", 3)]  # unsir: killed while training 
 
 def _plan(out_root: Path, data_root: str, monkeypatch):
     monkeypatch.setenv("TRD_DATA", data_root)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+exp=resist_demo", f"out_root={out_root}", *SMALL])
-    plan = plan_experiment(cfg)
-    plan.write(out_root / "resist_demo")
-    return plan
+    return write_plan(out_root, "+exp=resist_demo", *SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +50,6 @@ def references(tmp_path_factory, data_root):
     return {**found, "plain": plan["plain"].dir}
 
 
-def _wait_for_checkpoint(pointer: Path, steps: int, proc) -> None:
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        progress = json.loads(pointer.read_text())["progress"] if pointer.exists() else None
-        if progress and progress["global_step"] >= steps and progress["step"]:
-            return
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        time.sleep(0.02)
-    pytest.fail(f"no mid-epoch checkpoint appeared at {pointer}")
-
-
 @pytest.mark.extended  # 2-3 minutes of the default run's 15 (README, Tests): python -m pytest -m extended
 @pytest.mark.parametrize("name, phase, steps", CASES)
 def test_a_phase_killed_mid_epoch_resumes_to_the_uninterrupted_result(name, phase, steps, tmp_path, data_root,
@@ -70,7 +58,7 @@ def test_a_phase_killed_mid_epoch_resumes_to_the_uninterrupted_result(name, phas
     shutil.copytree(references["plain"], plan["plain"].dir, dirs_exist_ok=True)  # the same hash: a finished input
     stage = plan[name].dir
     proc = start_stage(stage)
-    _wait_for_checkpoint(stage / phase / "checkpoint" / "resume.json", steps, proc)
+    wait_for_mid_epoch_checkpoint(stage / phase / "checkpoint" / "resume.json", steps, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (stage / "model.safetensors").exists()
@@ -78,10 +66,7 @@ def test_a_phase_killed_mid_epoch_resumes_to_the_uninterrupted_result(name, phas
     want_weights, want_metrics = references[name]
     for key in ("acc", "misses", "unsir"):
         assert metrics.get(key) == want_metrics.get(key)
-    weights = load_file(str(stage / "model.safetensors"))
-    assert weights.keys() == want_weights.keys()
-    for key, tensor in weights.items():
-        torch.testing.assert_close(tensor, want_weights[key], rtol=0, atol=0, msg=key)
+    assert_same_weights(load_file(str(stage / "model.safetensors")), want_weights)
     assert not list(stage.glob("**/checkpoint"))
 
 

@@ -12,11 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, finish_stage, start_stage, submit_in_background
-from hydra import compose, initialize_config_dir
+from cli import REPO, assert_same_weights, finish_stage, start_stage, submit_in_background, write_plan
 from safetensors.torch import load_file
-
-from trd.experiment import plan_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +25,7 @@ RESUMABLE = ["+exp=demo", "stages=[pretrain]", "pretrain.epochs=2", "pretrain.ch
 
 def _plan_pretrain(out_root: Path, data_root: str, monkeypatch, *extra: str) -> Path:
     monkeypatch.setenv("TRD_DATA", data_root)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*RESUMABLE, f"out_root={out_root}", *extra])
-    plan = plan_experiment(cfg)
-    plan.write(out_root / "demo")
-    return plan["pretrain"].dir
+    return write_plan(out_root, *RESUMABLE, *extra)["pretrain"].dir
 
 
 def _weights(stage: Path) -> dict[str, torch.Tensor]:
@@ -46,12 +39,6 @@ def reference(tmp_path_factory, data_root):
     monkeypatch.undo()
     finish_stage(stage)
     return _weights(stage), json.loads((stage / "metrics.json").read_text())
-
-
-def _assert_same_model(weights, reference_weights):
-    assert weights.keys() == reference_weights.keys()
-    for name, tensor in weights.items():
-        torch.testing.assert_close(tensor, reference_weights[name], rtol=0, atol=0, msg=name)
 
 
 def _wait_for_mid_epoch_checkpoint(stage: Path, proc: subprocess.Popen) -> None:
@@ -78,7 +65,7 @@ def test_killed_stage_resumes_mid_epoch_to_the_uninterrupted_result(tmp_path, da
     metrics = json.loads((stage / "metrics.json").read_text())
     assert metrics["status"] == "done"
     assert metrics["acc"] == reference[1]["acc"] and metrics["steps"] == reference[1]["steps"]
-    _assert_same_model(_weights(stage), reference[0])
+    assert_same_weights(_weights(stage), reference[0])
 
 
 def _task_pids(controller_pid: int) -> list[int]:
@@ -112,7 +99,7 @@ def test_timed_out_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp_p
     assert "Requeued job" in log and log.count("Starting with JobEnvironment") == 2, log[-2000:]
     assert "trd: pretrain resumes from its checkpoint" in Path(job["stderr"]).read_text()
     assert json.loads((stage / "metrics.json").read_text())["status"] == "done"
-    _assert_same_model(_weights(stage), reference[0])
+    assert_same_weights(_weights(stage), reference[0])
     assert "pretrain" in out
 
 
@@ -165,4 +152,4 @@ def test_a_waiting_job_takes_over_when_the_owner_dies_and_status_tells_a_dead_jo
     # A new owner replaces the dead one: it resumes from the checkpoint and ends where an uninterrupted run ends.
     metrics = finish_stage(stage)
     assert metrics["status"] == "done"
-    _assert_same_model(_weights(stage), reference[0])
+    assert_same_weights(_weights(stage), reference[0])
