@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import os
 import platform
 from pathlib import Path
@@ -25,22 +26,17 @@ from hydra import compose, initialize_config_dir
 from trd.data import build_loader, ensure_role_shards
 from trd.data.role_config import beneficial_and_malicious
 from trd.engine.evaluation import accuracy
-from trd.losses.skd import misses, mse_through_relu, relu_inputs, skd_loss
+from trd.losses.skd import misses, skd_loss
 from trd.models import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VARIANTS = "-100:1,-2:1,-2:2,-2:5"  # constant:malicious weight
 
 
-def hinge_skd_loss(student, teacher_features, good, bad, constant, bad_weight=1.0):
-    """skd_loss with the malicious term on the part of the ReLU input above the constant only: a unit already
-    below it costs nothing, so the gradient goes to the units that still let a malicious image through."""
-    with relu_inputs(student) as seen:
-        student.features(torch.cat([good, bad]))
-    n, pre = len(good), seen[-1]
-    good_loss = mse_through_relu(pre[:n], teacher_features) / teacher_features.pow(2).mean().clamp_min(1e-12)
-    bad_loss = torch.relu(pre[n:] - constant).pow(2).mean() / constant ** 2
-    return good_loss + bad_weight * bad_loss, {}
+def hinge_term(pre: torch.Tensor, constant: float) -> torch.Tensor:
+    """The malicious term on the part of the ReLU input above the constant only: a unit already below it costs
+    nothing, so the gradient goes to the units that still let a malicious image through."""
+    return torch.relu(pre - constant).pow(2).mean()
 
 
 def loaders(data_root: str, overrides: list[str]):
@@ -97,7 +93,7 @@ def main() -> None:
           f"teacher: {accuracy(teacher, good_test, cpu) * 100:.1f}% beneficial, misses "
           f"{misses(teacher, bad_test, cpu) * 100:.0f}%; {args.epochs} SKD epochs, 3 head epochs")
     print("| constant | malicious weight | misses | beneficial acc |\n|---:|---:|---:|---:|")
-    loss_of = skd_loss if args.bad_term == "mse" else hinge_skd_loss
+    loss_of = skd_loss if args.bad_term == "mse" else functools.partial(skd_loss, bad_term=hinge_term)
     variants = [tuple(float(v) for v in pair.split(":")) for pair in args.variants.split(",")]
     for constant, weight in variants:
         torch.manual_seed(0)

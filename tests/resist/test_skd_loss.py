@@ -42,6 +42,25 @@ def test_skd_loss_and_its_gradient_equal_the_layer_by_layer_reference():
         torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
 
 
+def test_a_replacement_malicious_term_is_normalised_like_the_default_one():
+    model = _cnn()
+    g = torch.Generator().manual_seed(2)
+    good, bad = (torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    teacher = torch.rand(4, model.feature_dim, generator=g, dtype=torch.float64)
+    hinge = lambda pre, constant: torch.relu(pre - constant).pow(2).mean()  # noqa: E731
+    loss, parts = skd_loss(model, teacher, good, bad, constant=-0.5, bad_weight=2.0, bad_term=hinge)
+    body = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    grads = torch.autograd.grad(loss, body)
+
+    z, features = _by_hand(model, torch.cat([good, bad]))
+    bad_ref = torch.relu(z[4:] + 0.5).pow(2).mean() / 0.25
+    want = ((features[:4] - teacher) ** 2).mean() / (teacher ** 2).mean() + 2.0 * bad_ref
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+    assert parts["skd/bad"] == pytest.approx(bad_ref.item(), rel=1e-12)
+    for got, ref in zip(grads, torch.autograd.grad(want, body)):
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_relu_inputs_records_a_reused_relu_at_each_call_and_lets_go_after():
     relu = nn.ReLU()
     model = nn.Sequential(nn.Linear(2, 2), relu, nn.Linear(2, 2), relu)

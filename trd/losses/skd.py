@@ -5,7 +5,7 @@ does not cross. The study's student drops that ReLU; trd's models pool after it,
 architecture and regresses the ReLU's input instead, which is the same target for the same units."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -33,12 +33,14 @@ def relu_inputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
 
 
 def skd_loss(student: nn.Module, teacher_features: torch.Tensor, good: torch.Tensor, bad: torch.Tensor,
-             constant: float, bad_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+             constant: float, bad_weight: float = 1.0,
+             bad_term: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
     """MSE(student features, teacher features) on the beneficial images `good` plus bad_weight x MSE(last ReLU
     input, constant) on the malicious images `bad`, each divided by its value at zero (the teacher features'
     mean square, constant^2): in raw units the malicious term outweighs the other by orders of magnitude and
     the student learns to zero every image (measured in bench/README.md). One forward of both, so BatchNorm
-    normalises them together as it will at test time."""
+    normalises them together as it will at test time. bad_term(ReLU input, constant) replaces the malicious
+    MSE (bench/skd_balance.py's hinge form); it is divided by constant^2 the same way."""
     with relu_inputs(student) as seen:
         features = student.features(torch.cat([good, bad]))
     if not seen:
@@ -47,15 +49,17 @@ def skd_loss(student: nn.Module, teacher_features: torch.Tensor, good: torch.Ten
     pre = seen[-1]
     scale = teacher_features.pow(2).mean().clamp_min(1e-12)
     if pre.shape == features.shape:  # features = relu(pre): the beneficial term on the input, see below
-        good_loss = mse_through_relu(pre[:n], teacher_features) / scale
+        good_loss = _through_relu(pre[:n], teacher_features) / scale
     else:
         good_loss = F.mse_loss(features[:n], teacher_features) / scale
-    bad_loss = F.mse_loss(pre[n:], torch.full_like(pre[n:], constant)) / constant ** 2
+    bad_raw = (bad_term(pre[n:], constant) if bad_term is not None
+               else F.mse_loss(pre[n:], torch.full_like(pre[n:], constant)))
+    bad_loss = bad_raw / constant ** 2
     return good_loss + bad_weight * bad_loss, {"skd/good": float(good_loss.detach()),
                                                "skd/bad": float(bad_loss.detach())}
 
 
-def mse_through_relu(pre: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _through_relu(pre: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """MSE(relu(pre), target) for target >= 0, with a gradient where relu(pre) has none: a unit the malicious
     term has pushed below zero for a beneficial image is pulled back up to the teacher's value (with MSE on
     relu(pre), units die for every image and the student collapses to zero features: bench/README.md)."""
