@@ -64,9 +64,9 @@ def test_the_attacks_on_two_ranks_count_every_test_image_once_and_agree_with_one
     Each rank attacks its own share of the test set and the totals count the 500 images once. The agnostic
     attack has no random start, so it perturbs each image as one rank does (up to float reduction order); PGD
     draws its random start per rank, so only its clean accuracy must agree exactly."""
-    name = "robust_transfer/pretrain/neft"
+    name, metrics = "robust_transfer/pretrain/neft", stage_metrics(demo)
     for attack in ("pgd", "agnostic"):
-        one = stage_metrics(demo)[f"{attack}/{name}"]
+        one = metrics[f"{attack}/{name}"]
         again = tmp_path / attack
         again.mkdir()
         shutil.copy(stage_dir(demo, f"{attack}/{name}") / "stage.json", again)
