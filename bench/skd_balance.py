@@ -90,6 +90,14 @@ def group_accuracy(model, good_test, bad_test) -> float:
     return sum(rates) / 2
 
 
+@torch.no_grad()
+def units_on(model, loader) -> str:
+    """How many of the features (after the last ReLU) are above zero per image: misses counts an image with any."""
+    model.eval()
+    counts = torch.cat([(model.features(x).flatten(1) > 0).sum(1).float() for x, _ in loader])
+    return f"{counts.median().item():.0f} ({counts.mean().item():.1f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=5, help="SKD epochs per variant")
@@ -120,7 +128,8 @@ def main() -> None:
     print(f"# {datetime.date.today()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
           f"teacher: {accuracy(teacher, good_test, cpu) * 100:.1f}% beneficial, misses "
           f"{misses(teacher, bad_test, cpu) * 100:.0f}%; {args.epochs} SKD epochs, 3 head epochs")
-    print("| constant | malicious weight | misses | beneficial acc |\n|---:|---:|---:|---:|")
+    print("| constant | malicious weight | misses | beneficial acc | units on per malicious image, median (mean) "
+          "| per beneficial image |\n|---:|---:|---:|---:|---:|---:|")
     start = teacher
     if args.student_from == "both":
         start = both_groups_model(good, bad, args.both_epochs)
@@ -150,7 +159,8 @@ def main() -> None:
             loss.backward()
             head.step()
         print(f"| {constant:g} | {weight:g} | {misses(student, bad_test, cpu) * 100:.1f}% | "
-              f"{accuracy(student, good_test, cpu) * 100:.1f}% |")
+              f"{accuracy(student, good_test, cpu) * 100:.1f}% | {units_on(student, bad_test)} | "
+              f"{units_on(student, good_test)} |")
 
     torch.manual_seed(0)
     binary = build_model("cnn", num_classes=2, image_size=32, width=32, hidden=128)
