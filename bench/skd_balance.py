@@ -110,6 +110,8 @@ def main() -> None:
                         help="the student's starting weights: the teacher's, or a CNN trained on both class groups "
                              "(a 20-way head) for --both-epochs")
     parser.add_argument("--both-epochs", type=int, default=40)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="SKD's optimiser (cosine schedule)")
+    parser.add_argument("--lr", type=float, help="SKD's learning rate (default: sgd 0.05, adam 1e-3)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides on +exp=resist_demo, e.g. data=resist_embedded_shared")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -140,7 +142,11 @@ def main() -> None:
     for constant, weight in variants:
         torch.manual_seed(0)
         student = copy.deepcopy(start).requires_grad_(True).train()
-        opt, sched = sgd(student, 0.05, args.epochs * good.steps_per_epoch)
+        if args.optimizer == "adam":
+            opt = torch.optim.Adam(student.parameters(), lr=args.lr or 1e-3)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.epochs * good.steps_per_epoch)
+        else:
+            opt, sched = sgd(student, args.lr or 0.05, args.epochs * good.steps_per_epoch)
         for (x, _), (xb, _) in epochs_of(good, args.epochs, bad):
             with torch.no_grad():
                 target = teacher.features(x)
