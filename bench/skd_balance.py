@@ -8,6 +8,9 @@ same CNN from scratch on the binary question the student has to answer (benefici
     python bench/skd_balance.py               # the table in bench/README.md
     python bench/skd_balance.py --epochs 2    # a smoke run
     python bench/skd_balance.py --bad-term hinge --variants=-0.5:5 'data.source.classes=[...]' ...  # other forms
+    python bench/skd_balance.py --student-from both --both-epochs 40  # the student starts from a CNN of both groups
+
+Each row also gives how many of the features are on per malicious and per beneficial test image.
 """
 from __future__ import annotations
 
