@@ -101,6 +101,44 @@ def units_on(model, loader) -> str:
     return f"{counts.median().item():.0f} ({counts.mean().item():.1f})"
 
 
+@torch.no_grad()
+def _layers(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: the pooled convolution features the `hidden` layer reads, and the features after its ReLU."""
+    model.eval()
+    pooled, features = [], []
+    for x, _ in loader:
+        h = model.neck[:2](model.forward_to(x, model.block_names[-1]))
+        pooled.append(h)
+        features.append(model.neck[2:](h))
+    return torch.cat(pooled), torch.cat(features)
+
+
+def linear_separability(model, good, bad, good_test, bad_test, steps: int = 500) -> list[float]:
+    """Balanced test accuracy of a logistic regression on beneficial-or-malicious, trained on the train images'
+    pooled convolution features and, separately, on the features after the `hidden` ReLU."""
+    train = [_layers(model, good), _layers(model, bad)]
+    test = [_layers(model, good_test), _layers(model, bad_test)]
+    scores = []
+    for level in range(2):
+        x = torch.cat([train[0][level], train[1][level]])
+        y = torch.cat([torch.zeros(len(train[0][level])), torch.ones(len(train[1][level]))])
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        w = torch.zeros(x.shape[1], requires_grad=True)
+        b = torch.zeros((), requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=0.05)
+        weight = torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))  # balanced classes
+        for _ in range(steps):
+            loss = F.binary_cross_entropy_with_logits((x - mean) / std @ w + b, y, weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            rates = [(((t[level] - mean) / std @ w + b > 0) == bool(g)).float().mean().item()
+                     for g, t in enumerate(test)]
+        scores.append(sum(rates) / 2)
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=5, help="SKD epochs per variant")
@@ -140,6 +178,10 @@ def main() -> None:
         start = both_groups_model(good, bad, args.both_epochs)
         print(f"# student starts from a CNN of both groups, {args.both_epochs} epochs: "
               f"{group_accuracy(start, good_test, bad_test) * 100:.1f}% balanced accuracy on beneficial-or-malicious")
+        for name, model in (("the teacher", teacher), ("the CNN of both groups", start)):
+            pooled, features = linear_separability(model, good, bad, good_test, bad_test)
+            print(f"# a linear read-out of beneficial-or-malicious from {name}: {pooled * 100:.1f}% on the pooled "
+                  f"convolution features, {features * 100:.1f}% on the features after the hidden ReLU")
     loss_of = skd_loss if args.bad_term == "mse" else functools.partial(skd_loss, bad_term=hinge_term)
     variants = [tuple(float(v) for v in pair.split(":")) for pair in args.variants.split(",")]
     for constant, weight in variants:
