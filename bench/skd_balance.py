@@ -10,7 +10,9 @@ same CNN from scratch on the binary question the student has to answer (benefici
     python bench/skd_balance.py --bad-term hinge --variants=-0.5:5 'data.source.classes=[...]' ...  # other forms
     python bench/skd_balance.py --student-from both --both-epochs 40  # the student starts from a CNN of both groups
 
-Each row also gives how many of the features are on per malicious and per beneficial test image.
+Each row also gives how many of the features are on per malicious and per beneficial test image; with
+--student-from both, a logistic regression reads beneficial-or-malicious off the teacher's and the both-groups
+CNN's activations (the pooled convolution features the `hidden` layer reads, and its ReLU's output).
 """
 from __future__ import annotations
 
