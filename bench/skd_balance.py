@@ -9,6 +9,7 @@ same CNN from scratch on the binary question the student has to answer (benefici
     python bench/skd_balance.py --epochs 2    # a smoke run
     python bench/skd_balance.py --bad-term hinge --variants=-0.5:5 'data.source.classes=[...]' ...  # other forms
     python bench/skd_balance.py --student-from both --both-epochs 40  # the student starts from a CNN of both groups
+    python bench/skd_balance.py --student-from scratch --epochs 15    # ... or from a fresh initialisation
 
 Each row also gives how many of the features are on per malicious and per beneficial test image; with
 --student-from both, a logistic regression reads beneficial-or-malicious off the teacher's and the both-groups
@@ -149,9 +150,9 @@ def main() -> None:
     parser.add_argument("--variants", default=VARIANTS, help="constant:malicious weight pairs, comma-separated")
     parser.add_argument("--bad-term", choices=["mse", "hinge"], default="mse",
                         help="trd.losses.skd's malicious term, or the hinge form above")
-    parser.add_argument("--student-from", choices=["teacher", "both"], default="teacher",
-                        help="the student's starting weights: the teacher's, or a CNN trained on both class groups "
-                             "(a 20-way head) for --both-epochs")
+    parser.add_argument("--student-from", choices=["teacher", "both", "scratch"], default="teacher",
+                        help="the student's starting weights: the teacher's, a CNN trained on both class groups "
+                             "(a 20-way head) for --both-epochs, or a fresh initialisation")
     parser.add_argument("--both-epochs", type=int, default=40)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="SKD's optimiser (cosine schedule)")
     parser.add_argument("--lr", type=float, help="SKD's learning rate (default: sgd 0.05, adam 1e-3)")
@@ -176,6 +177,9 @@ def main() -> None:
     print("| constant | malicious weight | misses | beneficial acc | units on per malicious image, median (mean) "
           "| per beneficial image |\n|---:|---:|---:|---:|---:|---:|")
     start = teacher
+    if args.student_from == "scratch":
+        torch.manual_seed(1)
+        start = build_model("cnn", num_classes=10, image_size=32, width=32, hidden=128)
     if args.student_from == "both":
         start = both_groups_model(good, bad, args.both_epochs)
         print(f"# student starts from a CNN of both groups, {args.both_epochs} epochs: "
