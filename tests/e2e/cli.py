@@ -75,12 +75,15 @@ def write_plan(out_root: Path, *overrides: str):
     return plan
 
 
-def wait_for_mid_epoch_checkpoint(pointer: Path, global_step: int, proc: subprocess.Popen) -> None:
-    """Waits until the checkpoint pointer records at least global_step steps, in the middle of an epoch."""
+def wait_for_mid_epoch_checkpoint(pointer: Path, global_step: int, proc: subprocess.Popen,
+                                  epoch: int | None = None) -> None:
+    """Waits until the checkpoint pointer records at least global_step steps, in the middle of an epoch (of the
+    given epoch, when one is given)."""
     deadline = time.time() + 300
     while time.time() < deadline:
         progress = json.loads(pointer.read_text())["progress"] if pointer.exists() else None
-        if progress and progress["global_step"] >= global_step and progress["step"]:
+        if (progress and progress["global_step"] >= global_step and progress["step"]
+                and (epoch is None or progress["epoch"] == epoch)):
             return
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.02)

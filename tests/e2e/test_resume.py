@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, assert_same_weights, finish_stage, start_stage, submit_in_background, write_plan
+from cli import (
+    REPO,
+    assert_same_weights,
+    finish_stage,
+    start_stage,
+    submit_in_background,
+    wait_for_mid_epoch_checkpoint,
+    write_plan,
+)
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -42,15 +50,8 @@ def reference(tmp_path_factory, data_root):
 
 
 def _wait_for_mid_epoch_checkpoint(stage: Path, proc: subprocess.Popen) -> None:
-    pointer = stage / "checkpoint" / "resume.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        progress = json.loads(pointer.read_text())["progress"] if pointer.exists() else None
-        if progress and progress["epoch"] == 0 and progress["step"] >= 8:
-            return
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        time.sleep(0.05)
-    pytest.fail("no mid-epoch checkpoint appeared")
+    # Step 8 or later of the first epoch (15 steps): a kill there loses part of an epoch.
+    wait_for_mid_epoch_checkpoint(stage / "checkpoint" / "resume.json", 8, proc, epoch=0)
 
 
 def test_killed_stage_resumes_mid_epoch_to_the_uninterrupted_result(tmp_path, data_root, monkeypatch, reference):
