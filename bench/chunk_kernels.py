@@ -31,8 +31,8 @@ SHAPES = ((64, 32), (128, 16), (256, 8), (512, 4))
 _conv_backward = torch.ops.aten.convolution_backward
 
 
-def _backward(dy, x, weight, mask):
-    return _conv_backward(dy, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+def _backward(dy, x, weight, mask, groups=1):
+    return _conv_backward(dy, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], groups, mask)
 
 
 def whole(x, dy, weights):
@@ -63,9 +63,9 @@ def grouped(x, dy, weights):
     c = len(weights)
     stacked = torch.cat(weights)
     xg, dyg = _to_groups(x, c), _to_groups(dy, c)
-    d_weight = _conv_backward(dyg, xg, stacked, None, [1, 1], [1, 1], [1, 1], False, [0, 0], c, [False, True, False])[1]
+    d_weight = _backward(dyg, xg, stacked, [False, True, False], groups=c)[1]
     y = F.conv2d(xg, stacked, padding=1, groups=c)
-    dx = _conv_backward(dyg, xg, stacked, None, [1, 1], [1, 1], [1, 1], False, [0, 0], c, [True, False, False])[0]
+    dx = _backward(dyg, xg, stacked, [True, False, False], groups=c)[0]
     return d_weight.view(c, *weights[0].shape), _from_groups(y, c), _from_groups(dx, c)
 
 

@@ -45,6 +45,11 @@ def hinge_term(pre: torch.Tensor, constant: float) -> torch.Tensor:
     return torch.relu(pre - constant).pow(2).mean()
 
 
+def demo_cnn(num_classes: int):
+    """+exp=resist_demo's model: cnn, width 32, a 128-unit hidden layer, 32 px."""
+    return build_model("cnn", num_classes=num_classes, image_size=32, width=32, hidden=128)
+
+
 def loaders(data_root: str, overrides: list[str]):
     os.environ.setdefault("TRD_DATA", data_root)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
@@ -75,7 +80,7 @@ def epochs_of(loader, epochs, other=None):
 def both_groups_model(good, bad, epochs):
     """The demo's CNN trained on both class groups at once (beneficial labels 0-9, malicious 10-19)."""
     torch.manual_seed(0)
-    model = build_model("cnn", num_classes=20, image_size=32, width=32, hidden=128)
+    model = demo_cnn(20)
     opt, sched = sgd(model, 0.05, epochs * good.steps_per_epoch)
     for (x, y), (xb, yb) in epochs_of(good, epochs, bad):
         loss = F.cross_entropy(model(torch.cat([x, xb])), torch.cat([y, yb + 10]))
@@ -162,7 +167,7 @@ def main() -> None:
     (good, good_test), (bad, bad_test) = loaders(args.data, args.overrides)
     cpu = torch.device("cpu")
 
-    teacher = build_model("cnn", num_classes=10, image_size=32, width=32, hidden=128)
+    teacher = demo_cnn(10)
     opt, sched = sgd(teacher, 0.05, args.teacher_epochs * good.steps_per_epoch)
     for x, y in epochs_of(good, args.teacher_epochs):
         loss = F.cross_entropy(teacher(x), y)
@@ -179,7 +184,7 @@ def main() -> None:
     start = teacher
     if args.student_from == "scratch":
         torch.manual_seed(1)
-        start = build_model("cnn", num_classes=10, image_size=32, width=32, hidden=128)
+        start = demo_cnn(10)
     if args.student_from == "both":
         start = both_groups_model(good, bad, args.both_epochs)
         print(f"# student starts from a CNN of both groups, {args.both_epochs} epochs: "
@@ -220,7 +225,7 @@ def main() -> None:
               f"{units_on(student, good_test)} |")
 
     torch.manual_seed(0)
-    binary = build_model("cnn", num_classes=2, image_size=32, width=32, hidden=128)
+    binary = demo_cnn(2)
     opt, sched = sgd(binary, 0.05, 10 * good.steps_per_epoch)
     for (x, _), (xb, _) in epochs_of(good, 10, bad):
         loss = F.cross_entropy(binary(torch.cat([x, xb])), torch.cat([torch.zeros(len(x)), torch.ones(len(xb))]).long())
