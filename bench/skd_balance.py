@@ -1,4 +1,5 @@
-"""How SKD's two terms trade off on the embedded data of +exp=resist_demo, and why its misses stay high there.
+"""How SKD's two terms trade off on the embedded data of +exp=resist_demo (synth_split; data=resist_embedded for
+synth_source's split, where its misses stay at 100%), and why.
 
 Trains the demo's plain teacher (cnn, width 32, hidden 128) once, then for each (constant, malicious weight)
 distils a student for a few epochs (trd.losses.skd.skd_loss), trains a new head on the frozen student, and

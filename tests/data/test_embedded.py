@@ -38,6 +38,14 @@ def test_registry_has_the_documented_datasets_with_disjoint_classes():
     assert len(set(CLASS_UNIVERSE)) == len(CLASS_UNIVERSE)
 
 
+def test_the_two_groups_of_synth_split_are_made_of_disjoint_halves_of_the_primitive_bank():
+    """+exp=resist_demo's beneficial classes (0-9) and malicious ones (10-19) share no primitive."""
+    classes = EMBEDDED["synth_split"].task.classes
+    beneficial = {p for c in classes[:10] for p in CLASS_UNIVERSE[c]}
+    malicious = {p for c in classes[10:] for p in CLASS_UNIVERSE[c]}
+    assert len(classes) == 20 and beneficial == set(range(9)) and malicious <= set(range(9, NUM_PRIMITIVES))
+
+
 def test_generation_is_deterministic_and_seed_dependent():
     task = SynthTask(classes=(0, 1, 2), train_per_class=5, test_per_class=2, seed=9)
     images, labels = generate(task, "train")

@@ -11,7 +11,7 @@ from cli import stage_metrics, submit
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["plain.epochs=4", "skd.epochs=2", "skd.head.epochs=1", "unsir.epochs=4", "piggyback.seeds=[0]",
+SHORT = ["plain.epochs=4", "skd.epochs=2", "skd.head.epochs=1", "unsir.epochs=6", "piggyback.seeds=[0]",
          "piggyback.schemes.mit.epochs=4", "piggyback.schemes.mit.evals=2", "stages=[plain,skd,unsir,piggyback,report]"]
 METHODS = ("plain", "skd", "unsir")
 

@@ -53,6 +53,15 @@ EMBEDDED: dict[str, EmbeddedDataset] = {
         SynthTask(classes=tuple(range(30, 40)), train_per_class=60, test_per_class=50, seed=303),
         train_shards=2, test_shards=2, description="attacker's task: 10 more classes from the same bank",
     ),
+    # Classes 0-9 are made of stripes and bars only (primitives 0-8), classes 10-19 of textures and round shapes only
+    # (9-17): two class groups a network can tell apart by what they are made of, unlike synth_source's, which share
+    # every primitive. Taken from CLASS_UNIVERSE beyond the other tasks' ranges (ids 44-127).
+    "synth_split": EmbeddedDataset(
+        SynthTask(classes=(44, 46, 52, 53, 57, 63, 65, 66, 71, 75, 47, 49, 51, 61, 69, 72, 74, 78, 81, 82),
+                  train_per_class=200, test_per_class=50, seed=505),
+        train_shards=4, test_shards=2,
+        description="two groups of 10 classes built from disjoint halves of the primitive bank (resistance demo)",
+    ),
     "synth_tiny": EmbeddedDataset(
         SynthTask(classes=tuple(range(40, 44)), train_per_class=12, test_per_class=6, seed=404),
         train_shards=2, test_shards=2, description="unit-test task: 4 classes, 48 train / 24 test images",
