@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--both-epochs", type=int, default=40)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="SKD's optimiser (cosine schedule)")
     parser.add_argument("--lr", type=float, help="SKD's learning rate (default: sgd 0.05, adam 1e-3)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides on +exp=resist_demo, e.g. data=resist_embedded_shared")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides on +exp=resist_demo, e.g. data=resist_embedded")
     args = parser.parse_args()
     torch.manual_seed(0)
     (good, good_test), (bad, bad_test) = loaders(args.data, args.overrides)

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import typing
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -72,10 +73,12 @@ def _hydra_value(value) -> str:
 
 
 def _plan(out_root: Path, *overrides: str, experiment: list[str] = DEMO):
-    os.environ.setdefault("TRD_DATA", str(out_root.parent / "data"))
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*experiment, f"out_root={out_root}", *overrides])
-    return plan_experiment(cfg)
+    # Only while planning: the test's folder is removed when it passes, and later tests of this worker must not
+    # resolve their data there.
+    with mock.patch.dict(os.environ, {"TRD_DATA": os.environ.get("TRD_DATA", str(out_root.parent / "data"))}):
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*experiment, f"out_root={out_root}", *overrides])
+        return plan_experiment(cfg)
 
 
 KEYS = all_numeric_keys()

@@ -53,9 +53,10 @@ EMBEDDED: dict[str, EmbeddedDataset] = {
         SynthTask(classes=tuple(range(30, 40)), train_per_class=60, test_per_class=50, seed=303),
         train_shards=2, test_shards=2, description="attacker's task: 10 more classes from the same bank",
     ),
-    # Classes 0-9 are made of stripes and bars only (primitives 0-8), classes 10-19 of textures and round shapes only
-    # (9-17): two class groups a network can tell apart by what they are made of, unlike synth_source's, which share
-    # every primitive. Taken from CLASS_UNIVERSE beyond the other tasks' ranges (ids 44-127).
+    # Classes 0-9 are built from gratings, bars and an upright cross only (primitives 0-8), classes 10-19 from
+    # checkers, rings, disc, annulus, diagonal cross and chevron only (9-17): two class groups a network can tell
+    # apart by what they are made of, unlike synth_source's two halves, which share 16 of the 18 primitives. Taken
+    # from CLASS_UNIVERSE beyond the other tasks' ranges (ids 44-127).
     "synth_split": EmbeddedDataset(
         SynthTask(classes=(44, 46, 52, 53, 57, 63, 65, 66, 71, 75, 47, 49, 51, 61, 69, 72, 74, 78, 81, 82),
                   train_per_class=200, test_per_class=50, seed=505),
