@@ -75,8 +75,15 @@ def _planned_stage(out_root: Path, data_root: str, model: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_root, user_model) -> dict:
-    return finish_stage(_planned_stage(tmp_path_factory.mktemp("reference"), data_root, user_model))
+def reference_stage(tmp_path_factory, data_root, user_model) -> Path:
+    stage = _planned_stage(tmp_path_factory.mktemp("reference"), data_root, user_model)
+    finish_stage(stage)
+    return stage
+
+
+@pytest.fixture(scope="module")
+def reference(reference_stage) -> dict:
+    return json.loads((reference_stage / "metrics.json").read_text())
 
 
 def test_pl_metrics_name_the_attack_and_hold_every_curve(reference):
@@ -136,6 +143,20 @@ def test_same_seed_same_accuracy_even_when_killed_mid_grid(tmp_path, data_root, 
     assert metrics["grid"] == reference["grid"]
     assert metrics["acc_pl"] == reference["acc_pl"]
     assert not any((stage / "grid").glob("*/checkpoint"))  # resume state dropped once each point is done
+
+
+def test_the_same_file_under_another_name_takes_the_finished_attack_s_results(tmp_path, data_root, user_model,
+                                                                          reference_stage, reference):
+    twin = tmp_path / "twin.safetensors"  # what a disposal that found no state within its budget releases
+    twin.write_bytes(user_model.read_bytes())
+    out_root = reference_stage.parent.parent
+    plan = _plan(out_root, data_root, f"+piggyback.models.twin={{path: {twin}, method: twin}}")
+    plan.write(out_root / "twin")
+    stage = plan["piggyback/twin/small/finetune/s0"].dir
+    metrics = finish_stage(stage)
+    assert metrics["reused_from"] == str(reference_stage) and not (stage / "grid").exists()
+    assert metrics["model_labels"] == {"method": "twin"} and metrics["attack_labels"]["attacks"] == "twin"
+    assert metrics["grid"] == reference["grid"] and metrics["acc_pl"] == reference["acc_pl"]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -4,11 +4,13 @@ adapting the released weights to a task of their own (trd.attacks.piggyback).
 One stage = one (released model, piggyback task, attacker scheme, seed). A scheme's learning rates form a grid
 that runs inside the job (trd.engine.grid), each point from the same released weights and the same new head.
 The scratch reference (method `scratch`) is the same architecture, randomly initialised, through the same
-attacker: the denominator of the reports' disposal ratio.
+attacker: the denominator of the reports' disposal ratio. A stage whose file a finished stage already attacked with
+the same attacker takes its results (trd.attacks.reuse).
 """
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from trd.attacks.piggyback import (
     attacker_model,
     evaluation_steps,
 )
+from trd.attacks.reuse import finished_twin
 from trd.config import ConfigError, parse, plain
 from trd.config.nodes import OptimConfig, check_trainable, common_config, model_config
 from trd.config.schema import at_least, each, knob, positive, within
@@ -34,6 +37,7 @@ from trd.data.embedded import embedded_train_size
 from trd.data.errors import DataError
 from trd.data.role import sub_part
 from trd.data.role_config import role_config
+from trd.engine.distributed import broadcast
 from trd.engine.grid import run_grid
 from trd.models import read_metadata
 from trd.models.io import check_expected
@@ -240,6 +244,14 @@ def _attack_data(ctx, scheme: dict, task: dict, val_task: dict | None) -> tuple[
 
 def run(ctx) -> dict:
     c = ctx.config
+    # Rank 0 decides for every rank: a twin finishing between two ranks' looks must not split the world.
+    twin = broadcast([finished_twin(ctx.dir, KIND.version, c, ctx.inputs) if ctx.env.is_main else None])[0]
+    if twin is not None:
+        other, results = twin
+        if ctx.env.is_main:
+            print(f"trd: {ctx.name}: {other} attacked the same file with the same attacker; its results are taken",
+                  file=sys.stderr, flush=True)
+        return {**results, "reused_from": results.get("reused_from", str(other))}
     scheme, task = c["scheme"], c["task"]
     try:
         data, batch = _attack_data(ctx, scheme, task, c.get("val_task"))
