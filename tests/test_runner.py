@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trd import runner
+from trd import contract, runner
 from trd.losses.finite import NonFiniteError
 from trd.plan import Plan, StageKind
 
@@ -45,6 +45,7 @@ def test_a_finished_stage_records_its_result_labels_and_code_and_is_not_run_agai
     assert metrics["model_labels"] == {"method": "toy"} and metrics["attack_labels"] == {}
     assert metrics["code"]["trd"] and "git_commit" in metrics["code"]  # this checkout's commit
     assert metrics["timings"]["stage_seconds"] >= 0
+    assert set(metrics) - {"acc"} <= contract.RUNNER_KEYS  # what a reused attack leaves out (trd.attacks.reuse)
     runner.run_stage(stage)
     assert calls == [1]
 

@@ -24,3 +24,6 @@ RUNNING, DONE, FAILED, DIVERGED = "running", "done", "failed", "diverged"
 PENDING = "pending"  # no metrics.json yet
 MODEL_LABELS = "model_labels"  # labels that name the model a stage is about
 ATTACK_LABELS = "attack_labels"  # labels that name the attack or evaluation
+# Keys trd.runner writes around a stage's own results: they describe the run, not what it measured.
+RUNNER_KEYS = frozenset({"kind", "stage", "hash", "code", MODEL_LABELS, ATTACK_LABELS, "status", "log", "world_size",
+                         "timings", "error", "traceback"})

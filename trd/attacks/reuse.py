@@ -12,10 +12,6 @@ from trd import contract
 from trd.atomic import file_sha256, read_json
 from trd.metrics import read_metrics
 
-# metrics.json keys the runner writes around a stage's own results (trd.runner): they belong to the stage that ran.
-RUNNER_KEYS = frozenset({"kind", "stage", "hash", "code", contract.MODEL_LABELS, contract.ATTACK_LABELS, "status",
-                         "log", "world_size", "timings", "error", "traceback"})
-
 
 def attacked_file(config: Mapping, inputs: Mapping[str, str | Path]) -> Path | None:
     """The safetensors file an attack stage starts from (None for a randomly initialised model)."""
@@ -57,5 +53,5 @@ def finished_twin(stage_dir: Path, kind_version: int, config: Mapping,
             continue
         digest = digest or _sha256(config, inputs)
         if digest is not None and _sha256(planned["config"], planned["inputs"]) == digest:
-            return other, {key: value for key, value in metrics.items() if key not in RUNNER_KEYS}
+            return other, {key: value for key, value in metrics.items() if key not in contract.RUNNER_KEYS}
     return None
