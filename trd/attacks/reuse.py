@@ -2,7 +2,7 @@
 results an attack stage takes instead of running again. A disposal that finds no state within its target budget
 releases the weights it started from, byte for byte, and a best-of-grid attack on them costs as much as the one
 already run on the model they came from. The attacker sees nothing but the file and its config, so the stage
-config less the attacked model's name and origin, plus the file's sha256, decides what the results are."""
+config less where the attacked model came from, plus the file's sha256, decides what the results are."""
 from __future__ import annotations
 
 from collections.abc import Mapping
