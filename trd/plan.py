@@ -75,11 +75,11 @@ def _digest(obj) -> str:
     return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:16]
 
 
-def _output_relevant(obj):
+def output_relevant(obj):
     if isinstance(obj, Mapping):
-        return {k: _output_relevant(v) for k, v in obj.items() if k not in UNHASHED_KEYS}
+        return {k: output_relevant(v) for k, v in obj.items() if k not in UNHASHED_KEYS}
     if isinstance(obj, (list, tuple)):
-        return [_output_relevant(v) for v in obj]
+        return [output_relevant(v) for v in obj]
     return obj
 
 
@@ -112,11 +112,11 @@ class Plan:
             raise ValueError(f"stage kind {kind} declares attack labels {stage_kind.attack_labels}, not {unknown}")
         identity = {
             "shared_version": SHARED_VERSION, "kind": kind, "version": stage_kind.version,
-            "config": _output_relevant(config), "model": model, "attack": attack,
+            "config": output_relevant(config), "model": model, "attack": attack,
             "inputs": {role: self.stages[dep].hash for role, dep in inputs.items()},
         }
         digest = _digest(identity)
-        lineage = _digest({"kind": kind, "config": _without_seeds(_output_relevant(config)),
+        lineage = _digest({"kind": kind, "config": _without_seeds(output_relevant(config)),
                            "inputs": sorted((role, self.stages[dep].lineage) for role, dep in inputs.items())})
         spec = StageSpec(name, kind, config, inputs, model, attack, digest,
                          self.out_root / "stages" / f"{kind}-{digest}", stage_kind.releases_models,
@@ -168,7 +168,7 @@ class Plan:
             spec.dir.mkdir(parents=True, exist_ok=True)
             if read_json(spec.dir / contract.STAGE_FILE) is None:
                 atomic_write_json(spec.dir / contract.STAGE_FILE, {
-                    "name": spec.name, "kind": spec.kind, "hash": spec.hash,
+                    "name": spec.name, "kind": spec.kind, "hash": spec.hash, "shared_version": SHARED_VERSION,
                     "kind_version": self.kinds[spec.kind].version, "config": spec.config,
                     contract.MODEL_LABELS: spec.model, contract.ATTACK_LABELS: spec.attack,
                     "inputs": {r: str(self.stages[d].dir) for r, d in spec.inputs.items()}, "planned_with": code,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from cli import REPO, finish_stage, start_stage, submit, train_briefly
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from trd.atomic import file_sha256
 from trd.config import ConfigError
 from trd.data import build_loader
 from trd.experiment import plan_experiment
@@ -147,14 +149,17 @@ def test_same_seed_same_accuracy_even_when_killed_mid_grid(tmp_path, data_root, 
 
 def test_the_same_file_under_another_name_takes_the_finished_attack_s_results(tmp_path, data_root, user_model,
                                                                           reference_stage, reference):
+    finished = tmp_path / "stages" / reference_stage.name  # the reference attack, in an out_root of this test's own
+    shutil.copytree(reference_stage, finished)
     twin = tmp_path / "twin.safetensors"  # what a disposal that found no state within its budget releases
     twin.write_bytes(user_model.read_bytes())
-    out_root = reference_stage.parent.parent
-    plan = _plan(out_root, data_root, f"+piggyback.models.twin={{path: {twin}, method: twin}}")
-    plan.write(out_root / "twin")
+    shards = reference_stage.parent.parent / "data"  # the same data files: the same attack
+    plan = _plan(tmp_path, data_root, f"+piggyback.models.twin={{path: {twin}, method: twin}}", f"data.root={shards}")
+    plan.write(tmp_path / "twin")
     stage = plan["piggyback/twin/small/finetune/s0"].dir
     metrics = finish_stage(stage)
-    assert metrics["reused_from"] == str(reference_stage) and not (stage / "grid").exists()
+    assert metrics["reused_from"] == str(finished) and not (stage / "grid").exists()
+    assert metrics["reused_code"] == reference["code"] and metrics["attacked_sha256"] == file_sha256(twin)
     assert metrics["model_labels"] == {"method": "twin"} and metrics["attack_labels"]["attacks"] == "twin"
     assert metrics["grid"] == reference["grid"] and metrics["acc_pl"] == reference["acc_pl"]
 

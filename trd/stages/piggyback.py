@@ -10,6 +10,7 @@ the same attacker takes its results (trd.attacks.reuse).
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from trd.attacks.piggyback import (
     attacker_model,
     evaluation_steps,
 )
-from trd.attacks.reuse import finished_twin
+from trd.attacks.reuse import ATTACKED_SHA256, attacked_sha256, finished_twin
 from trd.config import ConfigError, parse, plain
 from trd.config.nodes import OptimConfig, check_trainable, common_config, model_config
 from trd.config.schema import at_least, each, knob, positive, within
@@ -242,16 +243,29 @@ def _attack_data(ctx, scheme: dict, task: dict, val_task: dict | None) -> tuple[
     return AttackData(train_batches, ctx.eval_loader(task, "test"), val, fit), batch
 
 
+def _look_for_twin(ctx) -> tuple[str | None, tuple[Path, dict] | None]:
+    """(sha256 of the attacked file, a finished stage's attack on the same bytes or None)."""
+    try:
+        digest = attacked_sha256(ctx.config, ctx.inputs)
+    except OSError:
+        return None, None  # the attack itself says what is wrong with its file
+    planned = ctx.config["attacked"].get("sha256")
+    if digest is None or (planned is not None and digest != planned):
+        return digest, None  # a user file changed since planning: attacker_model refuses it
+    return digest, finished_twin(ctx.dir, KIND.version, ctx.config, digest)
+
+
 def run(ctx) -> dict:
     c = ctx.config
-    # Rank 0 decides for every rank: a twin finishing between two ranks' looks must not split the world.
-    twin = broadcast([finished_twin(ctx.dir, KIND.version, c, ctx.inputs) if ctx.env.is_main else None])[0]
+    # Rank 0 looks for every rank: a twin finishing between two ranks' looks must not split the world.
+    digest, twin = broadcast([_look_for_twin(ctx) if ctx.env.is_main else None])[0]
     if twin is not None:
         other, results = twin
         if ctx.env.is_main:
+            shutil.rmtree(ctx.dir / "grid", ignore_errors=True)  # a requeued stage's half-run grid
             print(f"trd: {ctx.name}: {other} attacked the same file with the same attacker; its results are taken",
                   file=sys.stderr, flush=True)
-        return {**results, "reused_from": results.get("reused_from", str(other))}
+        return results
     scheme, task = c["scheme"], c["task"]
     try:
         data, batch = _attack_data(ctx, scheme, task, c.get("val_task"))
@@ -294,6 +308,7 @@ def run(ctx) -> dict:
                          "hparam/acc_best": max(p["curve"]) if done else None}, run=p["point"])
     return {
         **summary,
+        ATTACKED_SHA256: digest,
         "saturation": {**saturation(results, scheme["extend"], tolerance), "extensions": added,
                        "tolerance": tolerance},
         "acc": {"piggyback": summary["acc_pl"]["final"]},
