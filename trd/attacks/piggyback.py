@@ -26,21 +26,26 @@ from trd.models.release import released_model_path
 CURVE_FILE = "curve.json"
 
 
+def attacked_path(attacked: dict, released_dir: Path | str | None) -> Path | None:
+    """The safetensors file an attack starts from: a user's file (attacked["init"] = file) or the released stage's
+    model (released; FileNotFoundError until that stage has written it); None for a random init (scratch)."""
+    if attacked["init"] == "scratch":
+        return None
+    return Path(attacked["path"]) if attacked["init"] == "file" else released_model_path(released_dir)
+
+
 def attacker_model(model_cfg: dict, attacked: dict, task: dict, mode: str, k: int | None, seed: int,
                    released_dir: Path | None) -> torch.nn.Module:
     """The released weights (attacked["init"] = released | file) or a random init (scratch), with a fresh head
     for the task and mode's parameters trainable; the same for every point of one seed."""
     torch.manual_seed(seed)
     num_classes, image_size = int(task["num_classes"]), int(task["image_size"])
-    if attacked["init"] == "scratch":
+    path = attacked_path(attacked, released_dir)
+    if path is None:
         model = build_from_config(model_cfg, num_classes, image_size)
     else:
-        if attacked["init"] == "file":
-            path = Path(attacked["path"])
-            if file_sha256(path) != attacked["sha256"]:
-                raise ValueError(f"{path} changed since the experiment was planned: submit it again")
-        else:
-            path = released_model_path(released_dir)
+        if attacked["init"] == "file" and file_sha256(path) != attacked["sha256"]:
+            raise ValueError(f"{path} changed since the experiment was planned: submit it again")
         options = {key: value for key, value in model_cfg.items() if key != "name"}
         model = load_model(path, expected={"name": model_cfg["name"], "image_size": image_size, "options": options})
         model.replace_head(num_classes)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from trd import contract
 from trd.atomic import file_sha256, read_json
+from trd.attacks.piggyback import attacked_path
 from trd.metrics import read_metrics
 from trd.plan import SHARED_VERSION, output_relevant
 
@@ -19,19 +20,10 @@ ATTACKED_SHA256 = "attacked_sha256"  # metrics.json: the sha256 of the file the 
 _UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError)
 
 
-def attacked_file(config: Mapping, inputs: Mapping[str, str | Path]) -> Path | None:
-    """The safetensors file an attack stage starts from (None for a randomly initialised model)."""
-    attacked = config["attacked"]
-    if attacked["init"] == "file":
-        return Path(attacked["path"])
-    if attacked["init"] == "released":
-        return Path(inputs["model"]) / contract.MODEL_FILE
-    return None
-
-
 def attacked_sha256(config: Mapping, inputs: Mapping[str, str | Path]) -> str | None:
-    """The sha256 of the file as it is now (None for scratch, or when the file is missing: the attack says so)."""
-    path = attacked_file(config, inputs)
+    """The sha256 of the file an attack stage starts from, as it is now (None for scratch, or a missing user file:
+    the attack says so; a released model not yet written raises FileNotFoundError)."""
+    path = attacked_path(config["attacked"], inputs.get("model"))
     return file_sha256(path) if path is not None and path.is_file() else None
 
 
